@@ -1,0 +1,79 @@
+"""JSON Lines in and out: every data file between stages goes through here.
+
+Reading validates as it goes, so a broken file fails with its name and line number before any training starts.
+Writing is atomic (temp file + rename): a killed stage never leaves half a file behind as if it were finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A data file is malformed; the message names the file and the line."""
+
+
+def read_jsonl(path: Path | str, required: Iterable[str] = ("id",), limit: int | None = None) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    rows: list[dict] = []
+    seen_ids: dict[str, int] = {}
+    required = tuple(required)
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: broken JSON line ({exc.msg}, column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            missing = [key for key in required if key not in row]
+            if missing:
+                raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+            if "id" in row:
+                if row["id"] in seen_ids:
+                    raise DataError(f"{path}:{number}: duplicate id {row['id']!r} (first on line {seen_ids[row['id']]})")
+                seen_ids[row["id"]] = number
+            rows.append(row)
+            if limit is not None and len(rows) >= limit:
+                break
+    if not rows:
+        raise DataError(f"{path}: empty file (no rows)")
+    return rows
+
+
+def write_jsonl(path: Path | str, rows: Iterable[dict]) -> int:
+    """Write rows atomically; the same rows always give the same bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_json(path: Path | str, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

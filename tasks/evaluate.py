@@ -1,0 +1,145 @@
+"""Stage `evaluate@<model>`: score one model on the held-out test split, and `ladder`: the table of all of them.
+
+    python -m tasks.evaluate cold_start_sft     # -> metrics/cold_start_sft.json
+    python -m tasks.evaluate --ladder           # -> plots/ladder.json (DVC plot) and plots/ladder.md
+
+Per model: k samples per problem at R1's evaluation setting (temperature 0.6, top-p 0.95) give pass@1 (averaged
+over the k samples) and maj@k (majority vote over the k final answers); one greedy sample gives greedy accuracy.
+Format rate, language consistency and mean completion tokens are over the k samples. Answers are judged by the
+same reward functions that RL trains on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+
+from tasks import rewards
+from tasks.data import read_jsonl, write_json
+from tasks.generation import Sample, Sampling, generate, with_system_prompt
+from tasks.params import Params, load_params
+from tasks.tracking import stage_run
+
+METRICS = Path("metrics")
+LADDER = Path("plots")
+LADDER_KEYS = ("pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency",
+               "mean_completion_tokens")
+
+
+def final_answer(text: str) -> str | None:
+    """The last boxed answer of the summary (what a majority vote counts), or None."""
+    reasoning, summary = rewards.split_reasoning(text)
+    boxed = rewards.extract_boxed(summary)
+    return boxed[-1].strip() if boxed else None
+
+
+def majority_correct(answers: list[str | None], correct: list[float]) -> float:
+    """maj@k: is the most frequent final answer correct? (Ties go to the answer seen first.)"""
+    votes = Counter(a for a in answers if a)
+    if not votes:
+        return 0.0
+    winner = votes.most_common(1)[0][0]
+    return correct[answers.index(winner)]
+
+
+def score(rows: list[dict], sampled: list[list[Sample]], greedy: list[list[Sample]], language: str) -> dict:
+    k = len(sampled[0])
+    texts = [s.text for samples in sampled for s in samples]
+    golds = [row["answer"] for row in rows for _ in range(k)]
+    scores = rewards.score_batch(texts, golds, languages=language)
+    greedy_scores = rewards.score_batch([g[0].text for g in greedy], [row["answer"] for row in rows],
+                                        reward_names=("accuracy",), languages=language)
+    accuracy = scores["accuracy"]
+    per_problem = [accuracy[i * k:(i + 1) * k] for i in range(len(rows))]
+    answers = [final_answer(t) for t in texts]
+    maj = [majority_correct(answers[i * k:(i + 1) * k], per_problem[i]) for i in range(len(rows))]
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    return {
+        "pass@1": mean(accuracy),
+        "maj@k": mean(maj),
+        "k": k,
+        "greedy_accuracy": mean(greedy_scores["accuracy"]),
+        "format_rate": mean(scores["format"]),
+        "language_consistency": mean(scores["language_consistency"]),
+        "mean_completion_tokens": mean([s.num_tokens for samples in sampled for s in samples]),
+        "truncated_rate": mean([0.0 if s.finished else 1.0 for samples in sampled for s in samples]),
+        "problems": len(rows),
+    }
+
+
+def run(model: str, params: Params) -> dict:
+    p = params.evaluate
+    rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.limit)
+    prompts = [with_system_prompt(row["prompt"], params.prompt.system) for row in rows]
+    model_dir = Path("models") / model
+    seed = params.generation.seed
+    sampled = generate(model_dir, prompts, Sampling(n=p.num_samples, temperature=p.temperature, top_p=p.top_p,
+                                                    max_new_tokens=p.max_new_tokens, seed=seed),
+                       params.generation, params.runtime, desc=f"{model}: sample k={p.num_samples}")
+    greedy = generate(model_dir, prompts, Sampling(n=1, temperature=0.0, max_new_tokens=p.max_new_tokens),
+                      params.generation, params.runtime, desc=f"{model}: greedy")
+    metrics = {"model": model, **score(rows, sampled, greedy, params.prompt.language)}
+    log_samples(rows, sampled, params.tracking.log_samples)
+    return metrics
+
+
+def log_samples(rows: list[dict], sampled: list[list[Sample]], count: int) -> None:
+    table = {"id": [], "prompt": [], "answer": [], "completion": [], "tokens": []}
+    for row, samples in list(zip(rows, sampled))[:count]:
+        table["id"].append(row["id"])
+        table["prompt"].append(row["prompt"][-1]["content"])
+        table["answer"].append(row["answer"])
+        table["completion"].append(samples[0].text)
+        table["tokens"].append(samples[0].num_tokens)
+    mlflow.log_table(table, artifact_file="samples.json")
+
+
+def mlflow_name(key: str) -> str:
+    return key.replace("@", "_at_")  # MLflow metric names do not allow '@'
+
+
+def write_ladder(models: list[str], metrics_dir: Path = METRICS, out: Path = LADDER) -> list[dict]:
+    rows = []
+    for model in models:
+        path = metrics_dir / f"{model}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no metrics for model '{model}'; run its evaluate stage first")
+        rows.append(json.loads(path.read_text()))
+    write_json(out / "ladder.json", {"ladder": [{"model": r["model"], **{k: r[k] for k in LADDER_KEYS}}
+                                                        for r in rows]})
+    (out / "ladder.md").write_text(ladder_table(rows) + "\n")
+    return rows
+
+
+def ladder_table(rows: list[dict]) -> str:
+    header = "| model | " + " | ".join(LADDER_KEYS) + " |"
+    lines = [header, "|" + "---|" * (len(LADDER_KEYS) + 1)]
+    for r in rows:
+        cells = [f"{r[k]:.1f}" if k == "mean_completion_tokens" else f"{r[k]:.3f}" for k in LADDER_KEYS]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", help="a model directory name under models/")
+    parser.add_argument("--ladder", action="store_true", help="collect metrics/<model>.json into the ladder")
+    args = parser.parse_args()
+    params = load_params()
+    if args.ladder:
+        print(ladder_table(write_ladder(params.evaluate.models)))
+        return
+    if args.model not in params.evaluate.models:
+        parser.error(f"model '{args.model}' is not in evaluate.models {params.evaluate.models}")
+    with stage_run(f"evaluate@{args.model}", params.evaluate):
+        metrics = run(args.model, params)
+        mlflow.log_metrics({mlflow_name(k): v for k, v in metrics.items() if isinstance(v, (int, float))})
+    write_json(METRICS / f"{args.model}.json", metrics)
+
+
+if __name__ == "__main__":
+    main()

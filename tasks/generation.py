@@ -1,0 +1,107 @@
+"""One generation interface for evaluation, rejection sampling and distillation.
+
+    samples = generate(model_dir, prompts, Sampling(n=4, temperature=0.6, top_p=0.95, max_new_tokens=96), ...)
+    samples[i][j]  # the j-th completion of prompt i: text, token count, finished (ended with EOS)
+
+Backends, chosen by `generation.backend` in params:
+- "hf": transformers `generate` with KV cache, left padding and batches of `generation.batch_size` sequences,
+  sorted by prompt length so each batch pads little; a progress bar.
+- "vllm": vLLM's offline `LLM.generate` with `SamplingParams(n=...)`; GPU only, imported lazily (see README).
+Completions are decoded with `skip_special_tokens=True`, as TRL does, so rewards see the same text in RL and here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tasks import models
+from tasks.params import GenerationParams, RuntimeParams
+
+VLLM_MISSING = (
+    "generation.backend is 'vllm' but vLLM is not importable here. vLLM needs CUDA and does not install beside "
+    "prefect 3.9: create the GPU environment described in README.md ('GPU environment with vLLM'), or set "
+    "generation.backend: hf."
+)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: int = 1
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    num_tokens: int
+    finished: bool  # False when cut at max_new_tokens
+
+
+def with_system_prompt(messages: list[dict], system: str) -> list[dict]:
+    """Prepend the system prompt (the R1 format instruction for real models), unless the prompt has one."""
+    if not system or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
+def generate(model_dir: Path | str, prompts: list[list[dict]], sampling: Sampling, gen: GenerationParams,
+             runtime: RuntimeParams, desc: str = "generate") -> list[list[Sample]]:
+    if sampling.n < 1:
+        raise ValueError(f"sampling.n must be >= 1 (got {sampling.n})")
+    models.require_model_dir(model_dir)
+    if gen.backend == "vllm":
+        return generate_vllm(model_dir, prompts, sampling, gen)
+    return generate_hf(model_dir, prompts, sampling, gen, runtime, desc)
+
+
+@torch.inference_mode()
+def generate_hf(model_dir, prompts, sampling: Sampling, gen: GenerationParams, runtime: RuntimeParams,
+                desc: str = "generate") -> list[list[Sample]]:
+    tokenizer = models.load_tokenizer(model_dir)
+    tokenizer.padding_side = "left"
+    model = models.load_model(model_dir, runtime).eval()
+    encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
+               for p in prompts]
+    # One row per (prompt, sample); sorted by length so a batch holds prompts of similar size.
+    rows = sorted(((i, j) for i in range(len(prompts)) for j in range(sampling.n)),
+                  key=lambda ij: (len(encoded[ij[0]]), ij))
+    results: list[list[Sample | None]] = [[None] * sampling.n for _ in prompts]
+    torch.manual_seed(sampling.seed)
+    eos = tokenizer.eos_token_id
+    with tqdm(total=len(rows), desc=desc, unit="seq") as bar:
+        for start in range(0, len(rows), gen.batch_size):
+            batch = rows[start:start + gen.batch_size]
+            inputs = tokenizer.pad({"input_ids": [encoded[i] for i, _ in batch]}, return_tensors="pt")
+            inputs = {k: v.to(model.device) for k, v in inputs.items()}
+            sample_kwargs = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+                             if sampling.temperature > 0 else {"do_sample": False})
+            output = model.generate(**inputs, max_new_tokens=sampling.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=eos, top_k=None, **sample_kwargs)
+            new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+            for (i, j), ids in zip(batch, new_tokens):
+                finished = eos in ids
+                ids = ids[:ids.index(eos) + 1] if finished else ids
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                results[i][j] = Sample(text=text, num_tokens=len(ids), finished=finished)
+            bar.update(len(batch))
+    return results  # type: ignore[return-value]
+
+
+def generate_vllm(model_dir, prompts, sampling: Sampling, gen: GenerationParams) -> list[list[Sample]]:
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise RuntimeError(VLLM_MISSING) from None
+    llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=sampling.seed)
+    params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+    outputs = llm.chat(prompts, params, use_tqdm=True)
+    return [[Sample(text=o.text, num_tokens=len(o.token_ids), finished=o.finish_reason == "stop")
+             for o in out.outputs] for out in outputs]

@@ -1,0 +1,143 @@
+"""Models: the toy tokenizer and tiny Llama, loading, devices and precision, LoRA, provenance.
+
+Device and precision are decided here and only here, from params and the hardware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from tasks.data import write_json
+from tasks.params import BaseModelParams, LoraParams, RuntimeParams
+from tasks.tracking import git_commit
+
+THINK_TOKENS = ["<think>", "</think>"]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# ChatML. {% generation %} marks the assistant tokens, so TRL's `assistant_only_loss` can mask everything else.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{{ '\n' }}"
+    "{%- else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def device(runtime: RuntimeParams) -> str:
+    if runtime.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if runtime.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
+    return runtime.device
+
+
+def precision(runtime: RuntimeParams) -> str:
+    if runtime.precision != "auto":
+        return runtime.precision
+    return "bf16" if device(runtime) == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def trainer_kwargs(runtime: RuntimeParams) -> dict:
+    """Device/precision arguments for any TRL config (TRL defaults to bf16, which CPUs here do not want)."""
+    prec = precision(runtime)
+    return {"use_cpu": device(runtime) == "cpu", "bf16": prec == "bf16", "fp16": prec == "fp16"}
+
+
+def torch_dtype(runtime: RuntimeParams) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision(runtime)]
+
+
+def build_toy_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with ChatML special tokens; <think> and </think> are ordinary added tokens so that TRL's
+    `skip_special_tokens=True` decoding keeps them (or every format reward would be 0)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>",
+                                      pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE)
+    wrapped.add_tokens(THINK_TOKENS)  # special_tokens=False: ordinary added tokens
+    return wrapped
+
+
+def load_tokenizer(path: Path | str) -> PreTrainedTokenizerFast:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: Path | str, runtime: RuntimeParams):
+    require_model_dir(path)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(runtime)).to(device(runtime))
+
+
+def require_model_dir(path: Path | str) -> None:
+    if not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json); run the stage that writes it first")
+
+
+def lora_config(lora: LoraParams, task_type: str = "CAUSAL_LM"):
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type=task_type)
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    """Save a plain model directory; LoRA adapters are merged so every later stage loads the same way."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    """The newest `checkpoint-N` directory a Trainer wrote, to resume a stage killed mid-training."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def params_hash(params) -> str:
+    return hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:16]
+
+
+def write_provenance(out: Path, stage: str, parent: str | None, params) -> None:
+    write_json(out / "provenance.json", {"stage": stage, "parent_model": parent,
+                                         "params_hash": params_hash(params), "git_commit": git_commit()})
+
+
+def read_provenance(path: Path | str) -> dict:
+    file = Path(path) / "provenance.json"
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def tiny_llama_config(p: BaseModelParams, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=p.hidden_size, num_hidden_layers=p.num_layers,
+                       num_attention_heads=p.num_heads, num_key_value_heads=p.num_heads,
+                       intermediate_size=p.intermediate_size, max_position_embeddings=p.max_position_embeddings,
+                       tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                       eos_token_id=tokenizer.eos_token_id, bos_token_id=None)

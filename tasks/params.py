@@ -1,0 +1,245 @@
+"""The one typed schema of params.yaml.
+
+Every stage and every flow calls `load_params()` first: an unknown key, a wrong type or an impossible value stops
+there with one message naming the key, before any work starts. Defaults describe the embedded toy world on CPU;
+a real recipe is another params file (see `recipes/`), never another code path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+PARAMS_FILE = Path(os.environ.get("R1_PARAMS_FILE", "params.yaml"))
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraParams(Section):
+    enabled: bool = False
+    r: PositiveInt = 16
+    alpha: PositiveInt = 32
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class RuntimeParams(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+class TrackingParams(Section):
+    experiment: str = "r1-pipeline"
+    log_samples: PositiveInt = 16  # completions logged as an MLflow table per stage
+
+
+class OrchestrationParams(Section):
+    retries: int = Field(1, ge=0)  # a failed stage is retried this many times by the flow
+    retry_delay_seconds: float = Field(10, ge=0)
+
+
+class PromptParams(Section):
+    # R1's output format is asked for by the system prompt, never by changing a tokenizer. The toy models learn the
+    # format from cold-start data, so the toy default is empty.
+    system: str = ""
+    language: str = "en"  # target language of the reasoning (language-consistency reward)
+
+
+class ToyWorldParams(Section):
+    seed: int = 0
+    train_size: PositiveInt = 4000
+    test_size: PositiveInt = 200
+    cold_start_size: PositiveInt = 600
+    max_operand: int = Field(12, ge=2, le=99)
+    max_steps: int = Field(3, ge=1, le=3)
+    french_fraction: float = Field(0.3, ge=0, le=1)  # share of the pretraining corpus reasoning in French
+    general_docs: PositiveInt = 2000  # plain general-text documents in the pretraining corpus
+
+    @model_validator(mode="after")
+    def _cold_start_fits(self) -> ToyWorldParams:
+        if self.cold_start_size > self.train_size:
+            raise ValueError(f"cold_start_size ({self.cold_start_size}) must not exceed train_size ({self.train_size})")
+        return self
+
+
+class BaseModelParams(Section):
+    # "toy": build a tokenizer and pretrain a tiny Llama here. "pretrained": resolve `model_name_or_path`
+    # (a Hugging Face id or a local directory) and save it as the base.
+    source: Literal["toy", "pretrained"] = "toy"
+    model_name_or_path: str | None = None
+    vocab_size: int = Field(1024, ge=300)
+    hidden_size: PositiveInt = 128
+    num_layers: PositiveInt = 4
+    num_heads: PositiveInt = 4
+    intermediate_size: PositiveInt = 512
+    max_position_embeddings: PositiveInt = 256
+    epochs: PositiveFloat = 2.0
+    learning_rate: PositiveFloat = 2e-3
+    batch_size: PositiveInt = 32
+    seq_len: PositiveInt = 128
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BaseModelParams:
+        if self.source == "pretrained" and not self.model_name_or_path:
+            raise ValueError("model_name_or_path is required when source is 'pretrained'")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+
+class SFTParams(Section):
+    model: str = "models/base"  # the starting model directory
+    data: str = "data/toy/cold_start.jsonl"
+    epochs: PositiveFloat = 2.0
+    learning_rate: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 16
+    gradient_accumulation_steps: PositiveInt = 1
+    max_length: PositiveInt = 256
+    warmup_steps: float = Field(0.05, ge=0)  # < 1: a ratio of total steps (transformers semantics)
+    save_steps: PositiveInt = 200
+    lora: LoraParams = LoraParams()
+
+
+class RewardWeights(Section):
+    accuracy: float = Field(1.0, ge=0)
+    format: float = Field(1.0, ge=0)
+    language_consistency: float = Field(1.0, ge=0)
+
+
+class GRPOParams(Section):
+    model: str = "models/cold_start_sft"
+    data: str = "data/toy/train.jsonl"
+    num_prompts: PositiveInt | None = None  # use the first N prompts of `data` (None: all)
+    rewards: RewardWeights = RewardWeights()
+    max_steps: PositiveInt = 60
+    learning_rate: PositiveFloat = 5e-4
+    per_device_train_batch_size: PositiveInt = 32
+    gradient_accumulation_steps: PositiveInt = 1
+    num_generations: int = Field(8, ge=2)
+    generation_batch_size: PositiveInt | None = None  # None: per_device_train_batch_size * grad accumulation
+    max_completion_length: PositiveInt = 64
+    temperature: PositiveFloat = 1.0
+    top_p: float = Field(1.0, gt=0, le=1)
+    beta: float = Field(0.0, ge=0)  # KL coefficient
+    epsilon: PositiveFloat = 0.2
+    num_iterations: PositiveInt = 1
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    warmup_steps: float = Field(0.0, ge=0)
+    logging_steps: PositiveInt = 5
+    save_steps: PositiveInt = 20
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    lora: LoraParams = LoraParams()
+
+    @model_validator(mode="after")
+    def _generation_batch(self) -> GRPOParams:
+        batch = self.generation_batch_size or self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % self.num_generations:
+            name = "generation_batch_size" if self.generation_batch_size else "per_device_train_batch_size"
+            raise ValueError(
+                f"num_generations ({self.num_generations}) must divide the generation batch "
+                f"({name} = {batch})"
+            )
+        return self
+
+
+class EvaluateParams(Section):
+    models: list[str] = ["base", "cold_start_sft", "reasoning_rl"]
+    data: str = "data/toy/test.jsonl"
+    limit: PositiveInt | None = None  # evaluate the first N problems (None: all)
+    num_samples: PositiveInt = 4  # k for pass@1 (averaged) and maj@k
+    temperature: PositiveFloat = 0.6  # R1's evaluation setting
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: PositiveInt = 96
+
+
+class GenerationParams(Section):
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: PositiveInt = 64  # prompts x samples per forward batch (hf)
+    tensor_parallel_size: PositiveInt = 1  # vllm
+    seed: int = 0
+
+
+class Params(Section):
+    seed: int = 42
+    runtime: RuntimeParams = RuntimeParams()
+    tracking: TrackingParams = TrackingParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
+    prompt: PromptParams = PromptParams()
+    generation: GenerationParams = GenerationParams()
+    toy_world: ToyWorldParams = ToyWorldParams()
+    base_model: BaseModelParams = BaseModelParams()
+    cold_start_sft: SFTParams = SFTParams()
+    reasoning_rl: GRPOParams = GRPOParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names every offending key."""
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: dict, source: str) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(Params, error["loc"])
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{source}: unknown key '{key}'{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{source}: {key}: {message} (got {error.get('input')!r})"
+
+
+def validate(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = [_describe(e, source) for e in exc.errors()]
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(problems)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found (run from the repository root)") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ParamsError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return raw or {}
+
+
+def load_params(path: Path | str | None = None) -> Params:
+    path = Path(path or PARAMS_FILE)
+    return validate(read_yaml(path), source=str(path))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `raw` with dotted-key overrides (e.g. {"reasoning_rl.max_steps": 5}) merged in."""
+    merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for dotted, value in overrides.items():
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return merged

@@ -1,0 +1,45 @@
+"""Stage `prepare_data`: write the toy world to data/toy/.
+
+Outputs (JSON Lines, fields documented in data/README.md):
+    data/toy/train.jsonl       reasoning prompts for RL (id, source, prompt, answer, solution, steps)
+    data/toy/test.jsonl        held-out problems for evaluation (same fields; disjoint by text and number tuple)
+    data/toy/cold_start.jsonl  prompt/completion pairs in the R1 output format for cold-start SFT
+    data/toy/corpus.jsonl      plain-text pretraining documents for the toy base model (id, source, text)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from tasks import toy_world
+from tasks.data import write_jsonl
+from tasks.params import ToyWorldParams, load_params
+from tasks.tracking import stage_run
+
+OUT = Path("data/toy")
+
+
+def run(p: ToyWorldParams, out: Path = OUT) -> dict:
+    train, test = toy_world.generate_problems(p.seed, p.train_size, p.test_size, p.max_operand, p.max_steps)
+    counts = {
+        "train": write_jsonl(out / "train.jsonl", (toy_world.problem_row(x, "train", i) for i, x in enumerate(train))),
+        "test": write_jsonl(out / "test.jsonl", (toy_world.problem_row(x, "test", i) for i, x in enumerate(test))),
+        # The cold-start set is the head of the train split: R1 uses a few thousand curated examples.
+        "cold_start": write_jsonl(out / "cold_start.jsonl",
+                                  (toy_world.cold_start_row(x, i) for i, x in enumerate(train[:p.cold_start_size]))),
+        "corpus": write_jsonl(out / "corpus.jsonl",
+                              toy_world.corpus_rows(train, p.general_docs, p.french_fraction, p.seed)),
+    }
+    return {f"rows_{name}": n for name, n in counts.items()}
+
+
+def main() -> None:
+    params = load_params()
+    with stage_run("prepare_data", params.toy_world):
+        mlflow.log_metrics(run(params.toy_world))
+
+
+if __name__ == "__main__":
+    main()

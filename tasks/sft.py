@@ -1,0 +1,66 @@
+"""SFT stages (`cold_start_sft`; later `resft` and `distill@<student>`): TRL's SFTTrainer, one recipe.
+
+    python -m tasks.sft cold_start_sft
+
+Reads the stage's section of params.yaml (starting `model`, `data`, epochs, LoRA...), trains on prompt/completion
+rows (loss on the completion only) and writes a plain model directory to models/<stage>. Checkpoints go to
+checkpoints/<stage> every `save_steps`; a re-run after a crash resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import mlflow
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from tasks import models
+from tasks.data import read_jsonl
+from tasks.generation import with_system_prompt
+from tasks.params import Params, SFTParams, load_params
+from tasks.tracking import stage_run
+
+SFT_STAGES = ("cold_start_sft",)
+
+
+def load_sft_dataset(path: str, system: str) -> Dataset:
+    rows = read_jsonl(path, required=("id", "prompt", "completion"))
+    return Dataset.from_list([{"prompt": with_system_prompt(r["prompt"], system), "completion": r["completion"]}
+                              for r in rows])
+
+
+def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
+    models.require_model_dir(p.model)
+    dataset = load_sft_dataset(p.data, params.prompt.system)
+    checkpoints = Path("checkpoints") / stage
+    config = SFTConfig(
+        output_dir=str(checkpoints), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
+        per_device_train_batch_size=p.batch_size, gradient_accumulation_steps=p.gradient_accumulation_steps,
+        max_length=p.max_length, warmup_steps=p.warmup_steps, lr_scheduler_type="cosine",
+        save_steps=p.save_steps, save_total_limit=2, logging_steps=10, report_to=["mlflow"], seed=params.seed,
+        model_init_kwargs={"dtype": models.torch_dtype(params.runtime)}, **models.trainer_kwargs(params.runtime),
+    )
+    tokenizer = models.load_tokenizer(p.model)
+    trainer = SFTTrainer(model=p.model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=models.lora_config(p.lora))
+    resume = models.last_checkpoint(checkpoints)
+    result = trainer.train(resume_from_checkpoint=resume)
+    models.save_model(trainer.model, tokenizer, out)
+    models.write_provenance(out, stage, p.model, p)
+    return {"train_loss": result.training_loss, "train_rows": len(dataset), "resumed": int(resume is not None)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=SFT_STAGES)
+    stage = parser.parse_args().stage
+    params = load_params()
+    p: SFTParams = getattr(params, stage)
+    with stage_run(stage, p):
+        mlflow.log_metrics(run(stage, p, params, Path("models") / stage))
+
+
+if __name__ == "__main__":
+    main()

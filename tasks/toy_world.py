@@ -1,0 +1,203 @@
+"""The embedded toy world: seeded arithmetic word problems with gold reasoning, and a pretraining corpus.
+
+Everything here is a pure function of its arguments and a `random.Random(seed)`, so the same seed gives the same
+rows (and `prepare_data` writes them byte-identically).
+
+A problem is a start quantity followed by 1-3 operations, each a step of gold reasoning:
+    "Ana has 5 apples. She buys 3 more. Then she gives away 2. How many apples does Ana have now?"
+    <think>
+    Ana starts with 5 apples.
+    She buys 3 more: 5 + 3 = 8.
+    She gives away 2: 8 - 2 = 6.
+    </think>
+    The answer is \\boxed{6}.
+Part of the pretraining corpus writes the reasoning in French, so a model can drift into French: the failure that
+the language-consistency reward is there to fix.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+NAMES = [("Ana", "she"), ("Ben", "he"), ("Chloe", "she"), ("Dan", "he"), ("Eva", "she"), ("Finn", "he"),
+         ("Gina", "she"), ("Hugo", "he"), ("Ines", "she"), ("Jack", "he"), ("Kim", "she"), ("Leo", "he")]
+ITEMS = ["apples", "pens", "books", "coins", "cards", "marbles", "stickers", "shells", "stamps", "cookies"]
+ITEMS_FR = {"apples": "pommes", "pens": "stylos", "books": "livres", "coins": "pièces", "cards": "cartes",
+            "marbles": "billes", "stickers": "autocollants", "shells": "coquillages", "stamps": "timbres",
+            "cookies": "biscuits"}
+NUMBER_WORDS_FR = ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze",
+                   "douze", "treize", "quatorze", "quinze", "seize", "dix-sept", "dix-huit", "dix-neuf", "vingt"]
+
+# (operation, English step text, French step text); {n} is the operand.
+OPERATIONS = {
+    "+": [("buys {n} more", "achète {n} de plus"), ("finds {n} more", "trouve {n} de plus"),
+          ("gets {n} more", "reçoit {n} de plus")],
+    "-": [("gives away {n}", "donne {n}"), ("loses {n}", "perd {n}"), ("uses {n}", "utilise {n}")],
+    "*": [("makes it {n} times as many", "multiplie par {n}")],
+}
+QUESTIONS = ["How many {item} does {name} have now?", "How many {item} does {name} have in the end?"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    pronoun: str
+    item: str
+    start: int
+    ops: tuple[tuple[str, int, int], ...]  # (operator, operand, phrasing index)
+    question: int
+
+    @property
+    def numbers(self) -> tuple:
+        """The number tuple that identifies a problem's arithmetic (used to keep splits disjoint)."""
+        return (self.start,) + tuple((op, n) for op, n, _ in self.ops)
+
+    def values(self) -> list[int]:
+        values = [self.start]
+        for op, n, _ in self.ops:
+            values.append(apply(values[-1], op, n))
+        return values
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    def text(self) -> str:
+        sentences = [f"{self.name} has {self.start} {self.item}."]
+        for i, (op, n, k) in enumerate(self.ops):
+            step = OPERATIONS[op][k][0].format(n=n)
+            sentences.append(f"{'Then ' + self.pronoun if i else self.pronoun.capitalize()} {step}.")
+        sentences.append(QUESTIONS[self.question].format(item=self.item, name=self.name))
+        return " ".join(sentences)
+
+    def reasoning(self, french: bool = False) -> str:
+        """Gold step-by-step reasoning, one line per step."""
+        values = self.values()
+        pronoun = ("elle" if self.pronoun == "she" else "il") if french else self.pronoun.capitalize()
+        if french:
+            lines = [f"{self.name} commence avec {number_fr(self.start)} {ITEMS_FR[self.item]}."]
+        else:
+            lines = [f"{self.name} starts with {self.start} {self.item}."]
+        for (op, n, k), before, after in zip(self.ops, values, values[1:]):
+            step = OPERATIONS[op][k][1 if french else 0].format(n=number_fr(n) if french else n)
+            lines.append(f"{pronoun.capitalize()} {step} : {before} {op} {n} = {after}." if french
+                         else f"{pronoun} {step}: {before} {op} {n} = {after}.")
+        return "\n".join(lines)
+
+
+def apply(value: int, op: str, n: int) -> int:
+    return {"+": value + n, "-": value - n, "*": value * n}[op]
+
+
+def number_fr(n: int) -> str:
+    return NUMBER_WORDS_FR[n] if n < len(NUMBER_WORDS_FR) else str(n)
+
+
+def r1_completion(reasoning: str, answer: int | str) -> str:
+    """The R1 output format: reasoning inside <think>, then a one-line summary with the boxed answer."""
+    return f"<think>\n{reasoning}\n</think>\nThe answer is \\boxed{{{answer}}}."
+
+
+def random_problem(rng: random.Random, max_operand: int, max_steps: int) -> Problem:
+    name, pronoun = rng.choice(NAMES)
+    item = rng.choice(ITEMS)
+    value = start = rng.randint(2, max_operand)
+    ops = []
+    for _ in range(rng.randint(1, max_steps)):
+        choices = "+" + ("-" if value >= 2 else "") + ("*" if value <= max_operand else "")
+        op = rng.choice(choices)
+        if op == "+":
+            n = rng.randint(1, max_operand)
+        elif op == "-":
+            n = rng.randint(1, value - 1)  # answers stay positive
+        else:
+            n = rng.randint(2, 3)
+        ops.append((op, n, rng.randrange(len(OPERATIONS[op]))))
+        value = apply(value, op, n)
+    return Problem(name, pronoun, item, start, tuple(ops), rng.randrange(len(QUESTIONS)))
+
+
+def generate_problems(seed: int, train_size: int, test_size: int, max_operand: int, max_steps: int
+                      ) -> tuple[list[Problem], list[Problem]]:
+    """Train and test problems, disjoint by text and by number tuple."""
+    rng = random.Random(seed)
+    by_numbers: dict[tuple, list[Problem]] = {}
+    texts: set[str] = set()
+    attempts = 0
+    wanted = train_size + test_size
+    while sum(map(len, by_numbers.values())) < wanted:
+        attempts += 1
+        if attempts > 50 * wanted:
+            raise ValueError(f"the toy world cannot make {wanted} distinct problems with max_operand={max_operand} "
+                             f"and max_steps={max_steps}: raise them or lower the split sizes")
+        problem = random_problem(rng, max_operand, max_steps)
+        if problem.text() not in texts:
+            texts.add(problem.text())
+            by_numbers.setdefault(problem.numbers, []).append(problem)
+    # Whole number tuples go to the test split until it is full, so no tuple appears in both splits.
+    tuples = list(by_numbers)
+    rng.shuffle(tuples)
+    train: list[Problem] = []
+    test: list[Problem] = []
+    for key in tuples:
+        group = by_numbers[key]
+        if len(test) + len(group) <= test_size:
+            test.extend(group)
+        else:
+            train.extend(group)
+    if len(test) < test_size:
+        raise ValueError(f"could not fill a test split of {test_size} problems; lower test_size")
+    rng.shuffle(train)
+    return train[:train_size], test
+
+
+def problem_row(problem: Problem, split: str, index: int) -> dict:
+    """A reasoning row: the data contract shared by every stage (see data/README.md)."""
+    return {
+        "id": f"toy-{split}-{index:05d}",
+        "source": "toy_arith",
+        "prompt": [{"role": "user", "content": problem.text()}],
+        "answer": str(problem.answer),
+        "solution": problem.reasoning(),
+        "steps": len(problem.ops),
+    }
+
+
+def cold_start_row(problem: Problem, index: int) -> dict:
+    """A prompt-completion SFT row in the R1 output format."""
+    return {
+        "id": f"toy-cold-{index:05d}",
+        "source": "toy_arith",
+        "prompt": [{"role": "user", "content": problem.text()}],
+        "completion": [{"role": "assistant", "content": r1_completion(problem.reasoning(), problem.answer)}],
+        "answer": str(problem.answer),
+    }
+
+
+GENERAL_SUBJECTS = ["The cat", "A bird", "The river", "My friend", "The teacher", "A small dog", "The old man",
+                    "The train", "Our garden", "The baker"]
+GENERAL_VERBS = ["likes", "sees", "walks past", "waits for", "talks about", "looks at", "finds", "remembers"]
+GENERAL_OBJECTS = ["the red house", "a green tree", "the blue sea", "a long road", "the quiet park",
+                   "a warm bread", "the tall tower", "a bright star"]
+
+
+def general_sentence(rng: random.Random) -> str:
+    return f"{rng.choice(GENERAL_SUBJECTS)} {rng.choice(GENERAL_VERBS)} {rng.choice(GENERAL_OBJECTS)}."
+
+
+def corpus_rows(train: list[Problem], general_docs: int, french_fraction: float, seed: int) -> list[dict]:
+    """Plain-text pretraining documents (no chat format): worked problems, some in French, and general text."""
+    rng = random.Random(seed + 1)
+    rows = []
+    for i, problem in enumerate(train):
+        french = rng.random() < french_fraction
+        solution = "Solution" + (" :" if french else ":")
+        text = f"Problem: {problem.text()}\n{solution}\n{problem.reasoning(french)}\nAnswer: {problem.answer}"
+        rows.append({"id": f"toy-corpus-{i:05d}", "source": "toy_arith_fr" if french else "toy_arith",
+                     "text": text})
+    for j in range(general_docs):
+        text = " ".join(general_sentence(rng) for _ in range(rng.randint(2, 4)))
+        rows.append({"id": f"toy-corpus-g{j:05d}", "source": "toy_general", "text": text})
+    rng.shuffle(rows)
+    return rows

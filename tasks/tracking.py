@@ -1,0 +1,99 @@
+"""MLflow for every stage: one child run per stage under the pipeline's parent run.
+
+The tracking store defaults to `sqlite:///mlflow.db` in the repository (MLflow's file store is deprecated and
+raises); `MLFLOW_TRACKING_URI` points elsewhere. A flow passes the parent run id and its own flow-run id through
+the environment, so a stage run by `dvc repro` alone still works: it then starts a top-level run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import yaml
+from pydantic import BaseModel
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PARENT_RUN_ENV = "R1_PARENT_RUN_ID"
+FLOW_RUN_ENV = "R1_FLOW_RUN_ID"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def setup(experiment: str) -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def flatten(params: BaseModel | dict, prefix: str = "") -> dict[str, str]:
+    items = params.model_dump() if isinstance(params, BaseModel) else params
+    flat: dict[str, str] = {}
+    for key, value in items.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+@contextmanager
+def stage_run(stage: str, params: BaseModel, experiment: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one stage, tagged with git commit and flow-run id; failed if the stage raises."""
+    from tasks.params import load_params  # the experiment name is a param; late import avoids a cycle
+
+    setup(experiment or load_params().tracking.experiment)
+    tags = {"stage": stage, "git_commit": git_commit()}
+    if os.environ.get(FLOW_RUN_ENV):
+        tags["prefect_flow_run_id"] = os.environ[FLOW_RUN_ENV]
+    # Transformers' MLflow callback logs into the active run (ours) instead of starting its own.
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    with mlflow.start_run(run_name=stage, parent_run_id=os.environ.get(PARENT_RUN_ENV) or None, tags=tags) as run:
+        # Prefixed so TRL's own TrainingArguments params (same names, other values) never collide with ours.
+        mlflow.log_params(flatten(params, prefix="params."))
+        yield run
+
+
+@contextmanager
+def pipeline_run(experiment: str, name: str) -> Iterator[mlflow.ActiveRun]:
+    """The parent run of one pipeline execution; stages attach to it through the environment."""
+    setup(experiment)
+    tags = {"git_commit": git_commit(), "kind": "pipeline"}
+    if os.environ.get(FLOW_RUN_ENV):
+        tags["prefect_flow_run_id"] = os.environ[FLOW_RUN_ENV]
+    with mlflow.start_run(run_name=name, tags=tags) as run:
+        yield run
+
+
+def lock_entry(stage: str, lock_file: Path = Path("dvc.lock")) -> dict[str, str]:
+    """{path: md5} of a stage's deps and outs as recorded in dvc.lock."""
+    if not lock_file.exists():
+        return {}
+    entry = (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {}).get(stage, {})
+    return {item["path"]: item.get("md5", "") for key in ("deps", "outs") for item in entry.get(key, [])}
+
+
+def tag_with_lock(parent_run_id: str, stage: str) -> None:
+    """Tag the stage's run under this pipeline run with the dvc.lock hashes it produced (DVC writes the lock
+    after the stage command exits, so the flow tags it). A stage DVC skipped as up to date has no run."""
+    runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.stage = '{stage}'",
+                              output_format="list", search_all_experiments=True)
+    for run in runs:
+        mlflow.MlflowClient().set_tag(run.info.run_id, "dvc_lock", json.dumps(lock_entry(stage), sort_keys=True))

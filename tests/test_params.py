@@ -1,0 +1,60 @@
+import pytest
+import yaml
+
+from tasks.params import ParamsError, apply_overrides, load_params, read_yaml, validate
+
+
+def test_repository_params_are_valid():
+    params = load_params("params.yaml")
+    assert params.reasoning_rl.num_generations >= 2
+
+
+def test_every_section_of_the_schema_is_in_params_yaml():
+    # params.yaml holds every hyperparameter: nothing is left to a hidden default.
+    raw = read_yaml("params.yaml")
+    dumped = validate(raw).model_dump()
+
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {kk for k, v in d.items() if isinstance(v, dict)
+                                          for kk in keys(v, f"{prefix}{k}.")}
+
+    assert keys(dumped) == keys(raw)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"reasoning_rl.learning_rte": 1e-5}, "unknown key 'reasoning_rl.learning_rte' (did you mean 'learning_rate'?)"),
+    ({"reasoning_rl.max_steps": "many"}, "reasoning_rl.max_steps"),
+    ({"cold_start_sft.learning_rate": -1e-4}, "cold_start_sft.learning_rate"),
+    ({"cold_start_sft.learning_rate": 0}, "cold_start_sft.learning_rate"),
+    ({"reasoning_rl.num_generations": 3}, "num_generations (3) must divide the generation batch"),
+    ({"reasoning_rl.generation_batch_size": 12}, "generation_batch_size = 12"),
+    ({"evaluate.top_p": 1.5}, "evaluate.top_p"),
+    ({"toy_world.cold_start_size": 10_000}, "cold_start_size (10000) must not exceed train_size"),
+    ({"base_model.source": "pretrained"}, "model_name_or_path is required"),
+    ({"generation.backend": "tgi"}, "generation.backend"),
+])
+def test_bad_values_fail_with_a_message_naming_the_key(overrides, message):
+    raw = apply_overrides(read_yaml("params.yaml"), overrides)
+    with pytest.raises(ParamsError) as error:
+        validate(raw)
+    assert message in str(error.value)
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\nreasoning_rl:\n  beta: [0.1\n")
+    with pytest.raises(ParamsError, match=r"YAML syntax error at line \d+, column \d+"):
+        load_params(bad)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_overrides_merge_dotted_keys_without_touching_the_original():
+    raw = {"reasoning_rl": {"beta": 0.0}}
+    merged = apply_overrides(raw, {"reasoning_rl.beta": 0.001, "evaluate.limit": 5})
+    assert merged == {"reasoning_rl": {"beta": 0.001}, "evaluate": {"limit": 5}}
+    assert raw == {"reasoning_rl": {"beta": 0.0}}
+    assert validate(yaml.safe_load(yaml.safe_dump(merged))).reasoning_rl.beta == 0.001

@@ -1,0 +1,70 @@
+import hashlib
+import re
+
+from tasks import prepare_data, toy_world
+from tasks.data import read_jsonl
+from tasks.params import ToyWorldParams
+
+SMALL = ToyWorldParams(train_size=300, test_size=40, cold_start_size=50, general_docs=20)
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    prepare_data.run(SMALL, tmp_path / "a")
+    prepare_data.run(SMALL, tmp_path / "b")
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+def test_other_seed_gives_other_problems(tmp_path):
+    prepare_data.run(SMALL, tmp_path / "a")
+    prepare_data.run(SMALL.model_copy(update={"seed": 1}), tmp_path / "b")
+    assert digest(tmp_path / "a")["train.jsonl"] != digest(tmp_path / "b")["train.jsonl"]
+
+
+def test_splits_are_disjoint_by_text_and_by_numbers():
+    train, test = toy_world.generate_problems(0, 2000, 200, 12, 3)
+    assert len(train) == 2000 and len(test) == 200
+    assert not {p.text() for p in train} & {p.text() for p in test}
+    assert not {p.numbers for p in train} & {p.numbers for p in test}
+
+
+def test_problems_have_one_to_three_steps_and_consistent_gold_reasoning():
+    train, _ = toy_world.generate_problems(3, 500, 50, 12, 3)
+    assert {len(p.ops) for p in train} == {1, 2, 3}
+    for problem in train:
+        steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", problem.reasoning())
+        assert len(steps) == len(problem.ops)
+        for a, op, b, c in steps:
+            assert toy_world.apply(int(a), op, int(b)) == int(c)
+        assert int(steps[-1][3]) == problem.answer > 0
+
+
+def test_cold_start_rows_are_in_the_r1_format(tmp_path):
+    prepare_data.run(SMALL, tmp_path)
+    rows = read_jsonl(tmp_path / "cold_start.jsonl", required=("prompt", "completion", "answer"))
+    assert len(rows) == SMALL.cold_start_size
+    pattern = re.compile(r"^<think>\n.+\n</think>\nThe answer is \\boxed\{(\d+)\}\.$", re.S)
+    for row in rows:
+        match = pattern.match(row["completion"][0]["content"])
+        assert match and match.group(1) == row["answer"]
+        assert row["prompt"][0]["role"] == "user"
+
+
+def test_corpus_is_plain_text_with_some_french_reasoning(tmp_path):
+    prepare_data.run(SMALL, tmp_path)
+    rows = read_jsonl(tmp_path / "corpus.jsonl", required=("id", "text", "source"))
+    assert not any("<|im_start|>" in r["text"] or "<think>" in r["text"] for r in rows)
+    french = [r for r in rows if r["source"] == "toy_arith_fr"]
+    assert 0.15 * SMALL.train_size < len(french) < 0.45 * SMALL.train_size
+    assert all("commence avec" in r["text"] for r in french)
+    assert sum(r["source"] == "toy_general" for r in rows) == SMALL.general_docs
+
+
+def test_impossible_sizes_fail_clearly():
+    import pytest
+
+    with pytest.raises(ValueError, match="cannot make"):
+        toy_world.generate_problems(0, 100_000, 10, 2, 1)
