@@ -50,9 +50,9 @@ def score(rows: list[dict], sampled: list[list[Sample]], greedy: list[list[Sampl
     k = len(sampled[0])
     texts = [s.text for samples in sampled for s in samples]
     golds = [row["answer"] for row in rows for _ in range(k)]
-    scores = rewards.score_batch(texts, golds, languages=language)
+    scores = rewards.score_batch(texts, golds, language=language)
     greedy_scores = rewards.score_batch([g[0].text for g in greedy], [row["answer"] for row in rows],
-                                        reward_names=("accuracy",), languages=language)
+                                        reward_names=("accuracy",), language=language)
     accuracy = scores["accuracy"]
     per_problem = [accuracy[i * k:(i + 1) * k] for i in range(len(rows))]
     answers = [final_answer(t) for t in texts]

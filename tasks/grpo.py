@@ -67,7 +67,7 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
         args=grpo_config(stage, p, params, list(weights.values())), train_dataset=load_prompts(p, params), processing_class=models.load_tokenizer(p.model),
         peft_config=models.lora_config(p.lora),
     )
-    resume = models.last_checkpoint(Path(trainer.args.output_dir))
+    resume = models.resume_checkpoint(Path(trainer.args.output_dir), models.inputs_fingerprint(p, p.model, p.data))
     trainer.train(resume_from_checkpoint=resume)
     models.save_model(trainer.model, trainer.processing_class, out)
     models.write_provenance(out, stage, p.model, p)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from tasks.data import write_json
@@ -62,7 +63,12 @@ def build_toy_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenize
     """Byte-level BPE with ChatML special tokens; <think> and </think> are ordinary added tokens so that TRL's
     `skip_special_tokens=True` decoding keeps them (or every format reward would be 0)."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits are split one by one (as Llama and Qwen do), so "24" is the same tokens after a space, in a sum and
+    # inside \boxed{}: a tiny model can then copy a number from its reasoning into its answer.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -108,11 +114,29 @@ def save_model(model, tokenizer, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def last_checkpoint(checkpoints: Path) -> str | None:
-    """The newest `checkpoint-N` directory a Trainer wrote, to resume a stage killed mid-training."""
+def inputs_fingerprint(params, *paths: Path | str) -> str:
+    """Identifies a training run's inputs: stage params plus the size and mtime of every input file."""
+    h = hashlib.sha256(params.model_dump_json().encode())
+    for path in map(Path, paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            stat = f.stat()
+            h.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def resume_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
+    """The newest `checkpoint-N` a Trainer wrote for these same inputs, to resume a stage killed mid-training.
+
+    Checkpoints of other inputs (params or upstream model changed since) are deleted, never resumed."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    stamp = checkpoints / "inputs.fingerprint"
+    if checkpoints.is_dir() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return get_last_checkpoint(str(checkpoints))
 
 
 def params_hash(params) -> str:

@@ -22,7 +22,8 @@ OUT = Path("data/toy")
 
 
 def run(p: ToyWorldParams, out: Path = OUT) -> dict:
-    train, test = toy_world.generate_problems(p.seed, p.train_size, p.test_size, p.max_operand, p.max_steps)
+    train, test = toy_world.generate_problems(p.seed, p.train_size, p.test_size, p.max_operand, p.max_steps,
+                                               p.max_value)
     counts = {
         "train": write_jsonl(out / "train.jsonl", (toy_world.problem_row(x, "train", i) for i, x in enumerate(train))),
         "test": write_jsonl(out / "test.jsonl", (toy_world.problem_row(x, "test", i) for i, x in enumerate(test))),

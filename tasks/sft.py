@@ -45,7 +45,7 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
     tokenizer = models.load_tokenizer(p.model)
     trainer = SFTTrainer(model=p.model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=models.lora_config(p.lora))
-    resume = models.last_checkpoint(checkpoints)
+    resume = models.resume_checkpoint(checkpoints, models.inputs_fingerprint(p, p.model, p.data))
     result = trainer.train(resume_from_checkpoint=resume)
     models.save_model(trainer.model, tokenizer, out)
     models.write_provenance(out, stage, p.model, p)

@@ -99,27 +99,28 @@ def r1_completion(reasoning: str, answer: int | str) -> str:
     return f"<think>\n{reasoning}\n</think>\nThe answer is \\boxed{{{answer}}}."
 
 
-def random_problem(rng: random.Random, max_operand: int, max_steps: int) -> Problem:
+def random_problem(rng: random.Random, max_operand: int, max_steps: int, max_value: int) -> Problem:
+    """A random problem whose every intermediate value stays in [1, max_value]."""
     name, pronoun = rng.choice(NAMES)
     item = rng.choice(ITEMS)
-    value = start = rng.randint(2, max_operand)
+    value = start = rng.randint(2, min(max_operand, max_value))
     ops = []
     for _ in range(rng.randint(1, max_steps)):
-        choices = "+" + ("-" if value >= 2 else "") + ("*" if value <= max_operand else "")
+        choices = ("+" if value < max_value else "") + ("-" if value >= 2 else "") + ("*" if 2 * value <= max_value else "")
         op = rng.choice(choices)
         if op == "+":
-            n = rng.randint(1, max_operand)
+            n = rng.randint(1, min(max_operand, max_value - value))
         elif op == "-":
             n = rng.randint(1, value - 1)  # answers stay positive
         else:
-            n = rng.randint(2, 3)
+            n = rng.randint(2, min(3, max_value // value))
         ops.append((op, n, rng.randrange(len(OPERATIONS[op]))))
         value = apply(value, op, n)
     return Problem(name, pronoun, item, start, tuple(ops), rng.randrange(len(QUESTIONS)))
 
 
-def generate_problems(seed: int, train_size: int, test_size: int, max_operand: int, max_steps: int
-                      ) -> tuple[list[Problem], list[Problem]]:
+def generate_problems(seed: int, train_size: int, test_size: int, max_operand: int, max_steps: int,
+                      max_value: int = 20) -> tuple[list[Problem], list[Problem]]:
     """Train and test problems, disjoint by text and by number tuple."""
     rng = random.Random(seed)
     by_numbers: dict[tuple, list[Problem]] = {}
@@ -129,9 +130,9 @@ def generate_problems(seed: int, train_size: int, test_size: int, max_operand: i
     while sum(map(len, by_numbers.values())) < wanted:
         attempts += 1
         if attempts > 50 * wanted:
-            raise ValueError(f"the toy world cannot make {wanted} distinct problems with max_operand={max_operand} "
-                             f"and max_steps={max_steps}: raise them or lower the split sizes")
-        problem = random_problem(rng, max_operand, max_steps)
+            raise ValueError(f"the toy world cannot make {wanted} distinct problems with max_operand={max_operand}, "
+                             f"max_steps={max_steps} and max_value={max_value}: raise them or lower the split sizes")
+        problem = random_problem(rng, max_operand, max_steps, max_value)
         if problem.text() not in texts:
             texts.add(problem.text())
             by_numbers.setdefault(problem.numbers, []).append(problem)

@@ -1,0 +1,39 @@
+import pytest
+
+from tasks import models
+from tasks.params import RuntimeParams
+from tests.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_think_tags_survive_trl_style_decoding(tiny):
+    # TRL decodes completions with skip_special_tokens=True: <think> must be an ordinary added token.
+    tokenizer = models.load_tokenizer(tiny)
+    text = "<think>\n1 + 2 = 3.\n</think>\nThe answer is \\boxed{3}.<|im_end|>"
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.convert_tokens_to_ids("<think>") in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text.removesuffix("<|im_end|>")
+
+
+def test_chat_template_marks_only_assistant_tokens_for_the_loss(tiny):
+    tokenizer = models.load_tokenizer(tiny)
+    messages = [{"role": "user", "content": "Ana has 2 pens."}, {"role": "assistant", "content": "<think>\nx\n</think>"}]
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    marked = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    assert tokenizer.decode(marked) == "<think>\nx\n</think><|im_end|>"
+    prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|im_start|>user\nAna has 2 pens.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_cpu_runtime_never_asks_for_bf16():
+    kwargs = models.trainer_kwargs(RuntimeParams(device="cpu"))
+    assert kwargs == {"use_cpu": True, "bf16": False, "fp16": False}
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        models.load_model(tmp_path / "nothing", RuntimeParams())

@@ -1,0 +1,22 @@
+"""A tiny toy tokenizer + Llama, built in seconds, shared by the unit tests."""
+
+from pathlib import Path
+
+import torch
+from transformers import LlamaForCausalLM
+
+from tasks import models, toy_world
+from tasks.params import BaseModelParams
+
+TINY = BaseModelParams(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                       max_position_embeddings=128)
+
+
+def build_tiny_model(out: Path) -> Path:
+    train, _ = toy_world.generate_problems(0, 200, 10, 12, 3)
+    texts = [p.text() + "\n" + toy_world.r1_completion(p.reasoning(), p.answer) for p in train]
+    tokenizer = models.build_toy_tokenizer(texts, TINY.vocab_size)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(models.tiny_llama_config(TINY, tokenizer))
+    models.save_model(model, tokenizer, out)
+    return out
