@@ -38,7 +38,8 @@ def pretrain_toy(params: Params, corpus: Path, cold_start: Path, out: Path) -> d
         output_dir=str(CHECKPOINTS), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
         per_device_train_batch_size=p.batch_size, max_length=p.seq_len, packing=True,
         packing_strategy="wrapped", dataset_text_field="text", lr_scheduler_type="cosine", warmup_steps=0.05,
-        weight_decay=0.01, logging_steps=20, save_strategy="no", report_to=["mlflow"], seed=params.seed,
+        weight_decay=0.01, gradient_checkpointing=p.gradient_checkpointing, logging_steps=20, save_strategy="no",
+        report_to=["mlflow"], seed=params.seed,
         disable_tqdm=False, **models.trainer_kwargs(params.runtime),
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_dict({"text": texts}),

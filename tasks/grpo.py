@@ -46,6 +46,7 @@ def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[
         loss_type=p.loss_type, scale_rewards=p.scale_rewards, reward_weights=reward_weights,
         warmup_steps=p.warmup_steps,
         lr_scheduler_type="constant_with_warmup", logging_steps=p.logging_steps, save_steps=p.save_steps,
+        gradient_checkpointing=p.gradient_checkpointing,
         save_total_limit=2, report_to=["mlflow"], seed=params.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode,
         model_init_kwargs={"dtype": models.torch_dtype(params.runtime)}, **models.trainer_kwargs(params.runtime),
     )

@@ -84,6 +84,7 @@ class BaseModelParams(Section):
     learning_rate: PositiveFloat = 2e-3
     batch_size: PositiveInt = 32
     seq_len: PositiveInt = 128
+    gradient_checkpointing: bool = False  # trades compute for memory: on for big models, off for tiny ones
 
     @model_validator(mode="after")
     def _consistent(self) -> BaseModelParams:
@@ -104,6 +105,7 @@ class SFTParams(Section):
     max_length: PositiveInt = 256
     warmup_steps: float = Field(0.05, ge=0)  # < 1: a ratio of total steps (transformers semantics)
     save_steps: PositiveInt = 200
+    gradient_checkpointing: bool = False
     lora: LoraParams = LoraParams()
 
 
@@ -135,6 +137,7 @@ class GRPOParams(Section):
     warmup_steps: float = Field(0.0, ge=0)
     logging_steps: PositiveInt = 5
     save_steps: PositiveInt = 20
+    gradient_checkpointing: bool = False
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     lora: LoraParams = LoraParams()

@@ -39,7 +39,8 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
         output_dir=str(checkpoints), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
         per_device_train_batch_size=p.batch_size, gradient_accumulation_steps=p.gradient_accumulation_steps,
         max_length=p.max_length, warmup_steps=p.warmup_steps, lr_scheduler_type="cosine",
-        save_steps=p.save_steps, save_total_limit=2, logging_steps=10, report_to=["mlflow"], seed=params.seed,
+        save_steps=p.save_steps, save_total_limit=2, gradient_checkpointing=p.gradient_checkpointing, logging_steps=10,
+        report_to=["mlflow"], seed=params.seed,
         model_init_kwargs={"dtype": models.torch_dtype(params.runtime)}, **models.trainer_kwargs(params.runtime),
     )
     tokenizer = models.load_tokenizer(p.model)
