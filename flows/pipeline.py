@@ -85,7 +85,8 @@ def pipeline(stages: list[str] | None = None) -> str:
     stage_task = run_stage.with_options(retries=params.orchestration.retries,
                                         retry_delay_seconds=params.orchestration.retry_delay_seconds)
     with FileLock(LOCK_FILE):
-        with tracking.pipeline_run(params.tracking.experiment, flow_run.get_name() or "pipeline") as parent:
+        with tracking.pipeline_run(params.tracking.experiment, flow_run.get_name() or "pipeline",
+                                   flow_run.get_id()) as parent:
             env = stage_env(parent.info.run_id)
             for stage in selected:
                 logger.info("stage %s", stage)

@@ -59,6 +59,7 @@ class ToyWorldParams(Section):
     max_operand: int = Field(12, ge=2, le=99)
     max_steps: int = Field(3, ge=1, le=3)
     max_value: int = Field(20, ge=4, le=999)  # every intermediate value stays in [1, max_value]
+    cold_start_terse_fraction: float = Field(0.5, ge=0, le=1)  # cold-start rows reasoning in one terse line
     french_fraction: float = Field(0.3, ge=0, le=1)  # share of the pretraining corpus reasoning in French
     general_docs: PositiveInt = 2000  # plain general-text documents in the pretraining corpus
 

@@ -28,8 +28,8 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
         "train": write_jsonl(out / "train.jsonl", (toy_world.problem_row(x, "train", i) for i, x in enumerate(train))),
         "test": write_jsonl(out / "test.jsonl", (toy_world.problem_row(x, "test", i) for i, x in enumerate(test))),
         # The cold-start set is the head of the train split: R1 uses a few thousand curated examples.
-        "cold_start": write_jsonl(out / "cold_start.jsonl",
-                                  (toy_world.cold_start_row(x, i) for i, x in enumerate(train[:p.cold_start_size]))),
+        "cold_start": write_jsonl(out / "cold_start.jsonl", toy_world.cold_start_rows(
+            train[:p.cold_start_size], p.cold_start_terse_fraction, p.seed)),
         "corpus": write_jsonl(out / "corpus.jsonl",
                               toy_world.corpus_rows(train, p.general_docs, p.french_fraction, p.seed)),
     }

@@ -11,7 +11,8 @@ A problem is a start quantity followed by 1-3 operations, each a step of gold re
     She gives away 2: 8 - 2 = 6.
     </think>
     The answer is \\boxed{6}.
-Part of the pretraining corpus writes the reasoning in French, so a model can drift into French: the failure that
+Part of the cold-start set reasons tersely (the whole chain in one line), which a small model cannot compute
+reliably: step-by-step reasoning is what RL learns to prefer. Part of the pretraining corpus writes the reasoning in French, so a model can drift into French: the failure that
 the language-consistency reward is there to fix.
 """
 
@@ -84,6 +85,16 @@ class Problem:
             lines.append(f"{pronoun.capitalize()} {step} : {before} {op} {n} = {after}." if french
                          else f"{pronoun} {step}: {before} {op} {n} = {after}.")
         return "\n".join(lines)
+
+
+    def terse_reasoning(self) -> str:
+        """The whole chain in one line, e.g. "(5 + 3) * 2 = 16.": correct, but hard for a small model to compute."""
+        expression = str(self.start)
+        for i, (op, n, _) in enumerate(self.ops):
+            if op == "*" and i > 0:
+                expression = f"({expression})"
+            expression = f"{expression} {op} {n}"
+        return f"{expression} = {self.answer}."
 
 
 def apply(value: int, op: str, n: int) -> int:
@@ -165,15 +176,25 @@ def problem_row(problem: Problem, split: str, index: int) -> dict:
     }
 
 
-def cold_start_row(problem: Problem, index: int) -> dict:
-    """A prompt-completion SFT row in the R1 output format."""
+def cold_start_row(problem: Problem, index: int, terse: bool = False) -> dict:
+    """A prompt-completion SFT row in the R1 output format, with step-by-step or terse (one-line) reasoning."""
+    reasoning = problem.terse_reasoning() if terse else problem.reasoning()
     return {
         "id": f"toy-cold-{index:05d}",
-        "source": "toy_arith",
+        "source": "toy_arith_terse" if terse else "toy_arith",
         "prompt": [{"role": "user", "content": problem.text()}],
-        "completion": [{"role": "assistant", "content": r1_completion(problem.reasoning(), problem.answer)}],
+        "completion": [{"role": "assistant", "content": r1_completion(reasoning, problem.answer)}],
         "answer": str(problem.answer),
     }
+
+
+def cold_start_rows(problems: list[Problem], terse_fraction: float, seed: int) -> list[dict]:
+    """Cold-start rows; a share of them with terse reasoning, as hand-written chains of thought often are.
+
+    Every row is correct, but a small model that imitates the terse style gets multi-step answers wrong: reasoning
+    RL has something real to discover (write every step), and its completions grow longer as it does."""
+    rng = random.Random(seed + 2)
+    return [cold_start_row(p, i, terse=rng.random() < terse_fraction) for i, p in enumerate(problems)]
 
 
 GENERAL_SUBJECTS = ["The cat", "A bird", "The river", "My friend", "The teacher", "A small dog", "The old man",

@@ -72,12 +72,12 @@ def stage_run(stage: str, params: BaseModel, experiment: str | None = None) -> I
 
 
 @contextmanager
-def pipeline_run(experiment: str, name: str) -> Iterator[mlflow.ActiveRun]:
+def pipeline_run(experiment: str, name: str, flow_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """The parent run of one pipeline execution; stages attach to it through the environment."""
     setup(experiment)
     tags = {"git_commit": git_commit(), "kind": "pipeline"}
-    if os.environ.get(FLOW_RUN_ENV):
-        tags["prefect_flow_run_id"] = os.environ[FLOW_RUN_ENV]
+    if flow_run_id:
+        tags["prefect_flow_run_id"] = flow_run_id
     with mlflow.start_run(run_name=name, tags=tags) as run:
         yield run
 

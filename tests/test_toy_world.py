@@ -46,11 +46,22 @@ def test_cold_start_rows_are_in_the_r1_format(tmp_path):
     prepare_data.run(SMALL, tmp_path)
     rows = read_jsonl(tmp_path / "cold_start.jsonl", required=("prompt", "completion", "answer"))
     assert len(rows) == SMALL.cold_start_size
-    pattern = re.compile(r"^<think>\n.+\n</think>\nThe answer is \\boxed\{(\d+)\}\.$", re.S)
+    pattern = re.compile(r"^<think>\n(.+)\n</think>\nThe answer is \\boxed\{(\d+)\}\.$", re.S)
     for row in rows:
         match = pattern.match(row["completion"][0]["content"])
-        assert match and match.group(1) == row["answer"]
+        assert match and match.group(2) == row["answer"]
         assert row["prompt"][0]["role"] == "user"
+        terse = row["source"] == "toy_arith_terse"
+        assert ("\n" not in match.group(1)) == terse
+        if terse:  # the one line is the whole chain, nested from the left, equal to the answer
+            expression, result = match.group(1).rstrip(".").split(" = ")
+            first, *rest = re.findall(r"\d+|[-+*]", expression.replace("(", "").replace(")", ""))
+            value = int(first)
+            for op, n in zip(rest[::2], rest[1::2]):
+                value = toy_world.apply(value, op, int(n))
+            assert result == row["answer"] and value == int(result)
+    terse_share = sum(r["source"] == "toy_arith_terse" for r in rows) / len(rows)
+    assert 0.3 < terse_share < 0.7
 
 
 def test_corpus_is_plain_text_with_some_french_reasoning(tmp_path):

@@ -46,7 +46,7 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     children = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
     assert set(children) == set(STAGES) - {"ladder"}
     flow_run_ids = {r.data.tags.get("prefect_flow_run_id") for r in children.values()}
-    assert len(flow_run_ids) == 1 and None not in flow_run_ids and "" not in flow_run_ids
+    assert flow_run_ids == {parents[0].data.tags["prefect_flow_run_id"]} and None not in flow_run_ids
     for stage, run in children.items():
         assert run.info.status == "FINISHED", stage
         lock = json.loads(run.data.tags["dvc_lock"])
