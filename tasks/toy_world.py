@@ -37,6 +37,7 @@ OPERATIONS = {
     "-": [("gives away {n}", "donne {n}"), ("loses {n}", "perd {n}"), ("uses {n}", "utilise {n}")],
     "*": [("makes it {n} times as many", "multiplie par {n}")],
 }
+MAX_MISSES = 20_000
 QUESTIONS = ["How many {item} does {name} have now?", "How many {item} does {name} have in the end?"]
 
 
@@ -136,17 +137,20 @@ def generate_problems(seed: int, train_size: int, test_size: int, max_operand: i
     rng = random.Random(seed)
     by_numbers: dict[tuple, list[Problem]] = {}
     texts: set[str] = set()
-    attempts = 0
+    misses = 0  # draws in a row that gave no new problem: the space is exhausted long before this runs out
     wanted = train_size + test_size
-    while sum(map(len, by_numbers.values())) < wanted:
-        attempts += 1
-        if attempts > 50 * wanted:
-            raise ValueError(f"the toy world cannot make {wanted} distinct problems with max_operand={max_operand}, "
-                             f"max_steps={max_steps} and max_value={max_value}: raise them or lower the split sizes")
+    while len(texts) < wanted:
         problem = random_problem(rng, max_operand, max_steps, max_value)
-        if problem.text() not in texts:
-            texts.add(problem.text())
-            by_numbers.setdefault(problem.numbers, []).append(problem)
+        if problem.text() in texts:
+            misses += 1
+            if misses > MAX_MISSES:
+                raise ValueError(f"the toy world cannot make {wanted} distinct problems with max_operand="
+                                 f"{max_operand}, max_steps={max_steps} and max_value={max_value} (found "
+                                 f"{len(texts)}): raise them or lower the split sizes")
+            continue
+        misses = 0
+        texts.add(problem.text())
+        by_numbers.setdefault(problem.numbers, []).append(problem)
     # Whole number tuples go to the test split until it is full, so no tuple appears in both splits.
     tuples = list(by_numbers)
     rng.shuffle(tuples)
