@@ -69,7 +69,7 @@ def run(params: Params, out: Path = OUT) -> dict:
 
 def main() -> None:
     params = load_params()
-    with stage_run("base_model", params.base_model):
+    with stage_run("base_model", params.base_model, params.tracking.experiment):
         mlflow.log_metrics(run(params))
 
 

@@ -6,8 +6,10 @@ Writing is atomic (temp file + rename): a killed stage never leaves half a file 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -77,3 +79,24 @@ def write_json(path: Path | str, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def inputs_fingerprint(params, *paths: Path | str) -> str:
+    """Identifies a piece of work's inputs: its params plus the size and mtime of every input file."""
+    h = hashlib.sha256(params.model_dump_json().encode())
+    for path in map(Path, paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            stat = f.stat()
+            h.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def keep_if_same_inputs(directory: Path, fingerprint: str) -> None:
+    """Make `directory` hold only work done for these inputs: partial work (checkpoints, sample shards) of other
+    inputs is deleted, so a resumed stage never mixes in results of older params or upstream models."""
+    stamp = directory / "inputs.fingerprint"
+    if directory.is_dir() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)

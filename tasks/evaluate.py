@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tasks.tracking import stage_run
 METRICS = Path("metrics")
 LADDER = Path("plots")
 LADDER_KEYS = ("pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency",
-               "mean_completion_tokens")
+               "mean_completion_tokens", "general_accuracy")
 
 
 def final_answer(text: str) -> str | None:
@@ -35,6 +36,12 @@ def final_answer(text: str) -> str | None:
     reasoning, summary = rewards.split_reasoning(text)
     boxed = rewards.extract_boxed(summary)
     return boxed[-1].strip() if boxed else None
+
+
+def general_correct(text: str, answer: str) -> bool:
+    """A general task is answered when its gold answer appears as a whole word in the reply (after any reasoning)."""
+    _, reply = rewards.split_reasoning(text)
+    return re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", reply) is not None
 
 
 def majority_correct(answers: list[str | None], correct: list[float]) -> float:
@@ -84,7 +91,19 @@ def run(model: str, params: Params) -> dict:
                       params.generation, params.runtime, desc=f"{model}: greedy")
     metrics = {"model": model, **score(rows, sampled, greedy, params.prompt.language)}
     log_samples(rows, sampled, params.tracking.log_samples)
+    if p.general_data:
+        metrics["general_accuracy"] = general_accuracy(model_dir, p.general_data, params)
     return metrics
+
+
+def general_accuracy(model_dir: Path, data: str, params: Params) -> float:
+    """Greedy accuracy on held-out non-reasoning tasks (facts, string manipulations, short conversations)."""
+    rows = read_jsonl(data, required=("id", "prompt", "answer"))
+    prompts = [with_system_prompt(row["prompt"], params.prompt.system) for row in rows]
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=params.evaluate.max_new_tokens)
+    replies = generate(model_dir, prompts, greedy, params.generation, params.runtime,
+                       desc=f"{model_dir.name}: general tasks")
+    return sum(general_correct(r[0].text, row["answer"]) for r, row in zip(replies, rows)) / len(rows)
 
 
 def log_samples(rows: list[dict], sampled: list[list[Sample]], count: int) -> None:
@@ -109,8 +128,8 @@ def write_ladder(models: list[str], metrics_dir: Path = METRICS, out: Path = LAD
         if not path.exists():
             raise FileNotFoundError(f"{path}: no metrics for model '{model}'; run its evaluate stage first")
         rows.append(json.loads(path.read_text()))
-    write_json(out / "ladder.json", {"ladder": [{"model": r["model"], **{k: r[k] for k in LADDER_KEYS}}
-                                                        for r in rows]})
+    write_json(out / "ladder.json", {"ladder": [{"model": r["model"], **{k: r[k] for k in LADDER_KEYS if k in r}}
+                                                  for r in rows]})
     (out / "ladder.md").write_text(ladder_table(rows) + "\n")
     return rows
 
@@ -119,7 +138,8 @@ def ladder_table(rows: list[dict]) -> str:
     header = "| model | " + " | ".join(LADDER_KEYS) + " |"
     lines = [header, "|" + "---|" * (len(LADDER_KEYS) + 1)]
     for r in rows:
-        cells = [f"{r[k]:.1f}" if k == "mean_completion_tokens" else f"{r[k]:.3f}" for k in LADDER_KEYS]
+        cells = ["-" if k not in r else f"{r[k]:.1f}" if k == "mean_completion_tokens" else f"{r[k]:.3f}"
+                 for k in LADDER_KEYS]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -135,7 +155,7 @@ def main() -> None:
         return
     if args.model not in params.evaluate.models:
         parser.error(f"model '{args.model}' is not in evaluate.models {params.evaluate.models}")
-    with stage_run(f"evaluate@{args.model}", params.evaluate):
+    with stage_run(f"evaluate@{args.model}", params.evaluate, params.tracking.experiment):
         metrics = run(args.model, params)
         mlflow.log_metrics({mlflow_name(k): v for k, v in metrics.items() if isinstance(v, (int, float))})
     write_json(METRICS / f"{args.model}.json", metrics)

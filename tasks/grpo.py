@@ -10,19 +10,17 @@ Checkpoints go to checkpoints/<stage> every `save_steps`; a re-run after a crash
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
-import mlflow
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from tasks import models, rewards
-from tasks.data import read_jsonl
+from tasks.data import inputs_fingerprint, read_jsonl
 from tasks.generation import with_system_prompt
-from tasks.params import GRPOParams, Params, load_params
-from tasks.tracking import stage_run
+from tasks.params import GRPOParams, Params
+from tasks.tracking import run_stage_cli
 
 GRPO_STAGES = ("reasoning_rl",)
 CURVE_KEYS = ("step", "reward", "reward_std", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
@@ -68,7 +66,7 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
         args=grpo_config(stage, p, params, list(weights.values())), train_dataset=load_prompts(p, params), processing_class=models.load_tokenizer(p.model),
         peft_config=models.lora_config(p.lora),
     )
-    resume = models.resume_checkpoint(Path(trainer.args.output_dir), models.inputs_fingerprint(p, p.model, p.data))
+    resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(p, p.model, p.data))
     trainer.train(resume_from_checkpoint=resume)
     models.save_model(trainer.model, trainer.processing_class, out)
     models.write_provenance(out, stage, p.model, p)
@@ -79,13 +77,7 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=GRPO_STAGES)
-    stage = parser.parse_args().stage
-    params = load_params()
-    p: GRPOParams = getattr(params, stage)
-    with stage_run(stage, p):
-        mlflow.log_metrics(run(stage, p, params, Path("models") / stage))
+    run_stage_cli(GRPO_STAGES, run, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

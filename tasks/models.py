@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from tasks.data import write_json
+from tasks.data import keep_if_same_inputs, write_json
 from tasks.params import BaseModelParams, LoraParams, RuntimeParams
 from tasks.tracking import git_commit
 
@@ -114,28 +113,13 @@ def save_model(model, tokenizer, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def inputs_fingerprint(params, *paths: Path | str) -> str:
-    """Identifies a training run's inputs: stage params plus the size and mtime of every input file."""
-    h = hashlib.sha256(params.model_dump_json().encode())
-    for path in map(Path, paths):
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        for f in files:
-            stat = f.stat()
-            h.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def resume_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
     """The newest `checkpoint-N` a Trainer wrote for these same inputs, to resume a stage killed mid-training.
 
     Checkpoints of other inputs (params or upstream model changed since) are deleted, never resumed."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    stamp = checkpoints / "inputs.fingerprint"
-    if checkpoints.is_dir() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        shutil.rmtree(checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint)
+    keep_if_same_inputs(checkpoints, fingerprint)
     return get_last_checkpoint(str(checkpoints))
 
 

@@ -62,6 +62,8 @@ class ToyWorldParams(Section):
     cold_start_terse_fraction: float = Field(0.5, ge=0, le=1)  # cold-start rows reasoning in one terse line
     french_fraction: float = Field(0.3, ge=0, le=1)  # share of the pretraining corpus reasoning in French
     general_docs: PositiveInt = 2000  # plain general-text documents in the pretraining corpus
+    facts: PositiveInt = 200  # rows of the generated fact table (in the corpus; asked about by general tasks)
+    general_test_size: PositiveInt = 40  # held-out general tasks
 
     @model_validator(mode="after")
     def _cold_start_fits(self) -> ToyWorldParams:
@@ -155,9 +157,29 @@ class GRPOParams(Section):
         return self
 
 
+class RejectionSamplingParams(Section):
+    model: str = "models/reasoning_rl"
+    data: str = "data/toy/train.jsonl"  # the prompt pool
+    num_prompts: PositiveInt | None = 1000  # the first N prompts of `data` (None: all)
+    samples_per_prompt: PositiveInt = 4  # k
+    temperature: PositiveFloat = 0.7
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: PositiveInt = 96
+    min_language_consistency: float = Field(0.95, ge=0, le=1)
+    max_completion_tokens: PositiveInt = 90  # drop longer completions
+    ngram_size: PositiveInt = 6  # drop completions repeating a run of this many words ...
+    max_ngram_repeats: PositiveInt = 2  # ... more often than this
+    keep_per_prompt: PositiveInt = 2  # m
+    min_kept_samples: int = Field(1, ge=0)  # fail the stage when fewer reasoning samples survive the filters
+    non_reasoning_data: str = "data/toy/general_train.jsonl"
+    non_reasoning_ratio: float = Field(0.25, ge=0, lt=1)  # share of the blend (R1: ~200k of ~800k)
+    shard_size: PositiveInt = 256  # prompts per shard: the unit of resume
+
+
 class EvaluateParams(Section):
-    models: list[str] = ["base", "cold_start_sft", "reasoning_rl"]
+    models: list[str] = ["base", "cold_start_sft", "reasoning_rl", "resft"]
     data: str = "data/toy/test.jsonl"
+    general_data: str | None = "data/toy/general_test.jsonl"  # held-out non-reasoning tasks (None: skip)
     limit: PositiveInt | None = None  # evaluate the first N problems (None: all)
     num_samples: PositiveInt = 4  # k for pass@1 (averaged) and maj@k
     temperature: PositiveFloat = 0.6  # R1's evaluation setting
@@ -183,6 +205,8 @@ class Params(Section):
     base_model: BaseModelParams = BaseModelParams()
     cold_start_sft: SFTParams = SFTParams()
     reasoning_rl: GRPOParams = GRPOParams()
+    rejection_sampling: RejectionSamplingParams = RejectionSamplingParams()
+    resft: SFTParams = SFTParams(model="models/base", data="data/rejection_sampling/blend.jsonl")
     evaluate: EvaluateParams = EvaluateParams()
 
 

@@ -5,6 +5,8 @@ Outputs (JSON Lines, fields documented in data/README.md):
     data/toy/test.jsonl        held-out problems for evaluation (same fields; disjoint by text and number tuple)
     data/toy/cold_start.jsonl  prompt/completion pairs in the R1 output format for cold-start SFT
     data/toy/corpus.jsonl      plain-text pretraining documents for the toy base model (id, source, text)
+    data/toy/general_train.jsonl  non-reasoning tasks with reference responses, blended into re-SFT
+    data/toy/general_test.jsonl   held-out non-reasoning tasks for evaluation (id, source, prompt, response, answer)
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ OUT = Path("data/toy")
 def run(p: ToyWorldParams, out: Path = OUT) -> dict:
     train, test = toy_world.generate_problems(p.seed, p.train_size, p.test_size, p.max_operand, p.max_steps,
                                                p.max_value)
+    facts = toy_world.fact_table(p.seed, p.facts)
+    general_train, general_test = toy_world.general_rows(p.seed, facts, p.general_test_size)
     counts = {
         "train": write_jsonl(out / "train.jsonl", (toy_world.problem_row(x, "train", i) for i, x in enumerate(train))),
         "test": write_jsonl(out / "test.jsonl", (toy_world.problem_row(x, "test", i) for i, x in enumerate(test))),
@@ -31,14 +35,16 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
         "cold_start": write_jsonl(out / "cold_start.jsonl", toy_world.cold_start_rows(
             train[:p.cold_start_size], p.cold_start_terse_fraction, p.seed)),
         "corpus": write_jsonl(out / "corpus.jsonl",
-                              toy_world.corpus_rows(train, p.general_docs, p.french_fraction, p.seed)),
+                              toy_world.corpus_rows(train, p.general_docs, p.french_fraction, p.seed, facts)),
+        "general_train": write_jsonl(out / "general_train.jsonl", general_train),
+        "general_test": write_jsonl(out / "general_test.jsonl", general_test),
     }
     return {f"rows_{name}": n for name, n in counts.items()}
 
 
 def main() -> None:
     params = load_params()
-    with stage_run("prepare_data", params.toy_world):
+    with stage_run("prepare_data", params.toy_world, params.tracking.experiment):
         mlflow.log_metrics(run(params.toy_world))
 
 

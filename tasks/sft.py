@@ -1,4 +1,4 @@
-"""SFT stages (`cold_start_sft`; later `resft` and `distill@<student>`): TRL's SFTTrainer, one recipe.
+"""SFT stages (`cold_start_sft`, `resft`; later `distill@<student>`): TRL's SFTTrainer, one recipe.
 
     python -m tasks.sft cold_start_sft
 
@@ -9,20 +9,18 @@ checkpoints/<stage> every `save_steps`; a re-run after a crash resumes from the 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import mlflow
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from tasks import models
-from tasks.data import read_jsonl
+from tasks.data import inputs_fingerprint, read_jsonl
 from tasks.generation import with_system_prompt
-from tasks.params import Params, SFTParams, load_params
-from tasks.tracking import stage_run
+from tasks.params import Params, SFTParams
+from tasks.tracking import run_stage_cli
 
-SFT_STAGES = ("cold_start_sft",)
+SFT_STAGES = ("cold_start_sft", "resft")
 
 
 def load_sft_dataset(path: str, system: str) -> Dataset:
@@ -46,7 +44,7 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
     tokenizer = models.load_tokenizer(p.model)
     trainer = SFTTrainer(model=p.model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=models.lora_config(p.lora))
-    resume = models.resume_checkpoint(checkpoints, models.inputs_fingerprint(p, p.model, p.data))
+    resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(p, p.model, p.data))
     result = trainer.train(resume_from_checkpoint=resume)
     models.save_model(trainer.model, tokenizer, out)
     models.write_provenance(out, stage, p.model, p)
@@ -54,13 +52,7 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=SFT_STAGES)
-    stage = parser.parse_args().stage
-    params = load_params()
-    p: SFTParams = getattr(params, stage)
-    with stage_run(stage, p):
-        mlflow.log_metrics(run(stage, p, params, Path("models") / stage))
+    run_stage_cli(SFT_STAGES, run, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

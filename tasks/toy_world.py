@@ -212,8 +212,10 @@ def general_sentence(rng: random.Random) -> str:
     return f"{rng.choice(GENERAL_SUBJECTS)} {rng.choice(GENERAL_VERBS)} {rng.choice(GENERAL_OBJECTS)}."
 
 
-def corpus_rows(train: list[Problem], general_docs: int, french_fraction: float, seed: int) -> list[dict]:
-    """Plain-text pretraining documents (no chat format): worked problems, some in French, and general text."""
+def corpus_rows(train: list[Problem], general_docs: int, french_fraction: float, seed: int,
+                facts: list[tuple[str, str]] = ()) -> list[dict]:
+    """Plain-text pretraining documents (no chat format): worked problems, some in French, general text, and the
+    fact table (the only place a model can learn the facts that general tasks ask about)."""
     rng = random.Random(seed + 1)
     rows = []
     for i, problem in enumerate(train):
@@ -225,5 +227,67 @@ def corpus_rows(train: list[Problem], general_docs: int, french_fraction: float,
     for j in range(general_docs):
         text = " ".join(general_sentence(rng) for _ in range(rng.randint(2, 4)))
         rows.append({"id": f"toy-corpus-g{j:05d}", "source": "toy_general", "text": text})
+    for k, (country, capital) in enumerate(facts):
+        rows.append({"id": f"toy-corpus-f{k:05d}", "source": "toy_fact", "text": fact_sentence(country, capital)})
     rng.shuffle(rows)
     return rows
+
+
+# General (non-reasoning) tasks: facts from a generated table, string manipulations, short conversations. Each row
+# has a reference `response` and a short gold `answer` that a correct response must contain as a whole word.
+SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "to", "sul", "dor", "pe", "ni", "bar", "zu"]
+WORDS = ["apple", "river", "garden", "yellow", "planet", "window", "silver", "rabbit", "candle", "forest",
+         "button", "dragon", "pepper", "castle", "winter", "pencil", "ocean", "tiger", "lemon", "cloud"]
+CHATS = [("Hello!", "Hello! How can I help you today?", "help"),
+         ("Good morning!", "Good morning! How can I help you?", "help"),
+         ("Thank you!", "You are welcome.", "welcome"),
+         ("Thanks a lot.", "You are welcome. Happy to help.", "welcome"),
+         ("How are you?", "I am fine, thank you. How can I help?", "fine"),
+         ("Goodbye!", "Goodbye! Have a nice day.", "Goodbye"),
+         ("Who are you?", "I am a small assistant that solves word problems.", "assistant")]
+
+
+def fact_table(seed: int, size: int) -> list[tuple[str, str]]:
+    """Fictional countries and their capitals: knowledge only the pretraining corpus can teach."""
+    rng = random.Random(seed + 3)
+    names: set[str] = set()
+    table = []
+    while len(table) < size:
+        country = "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize() + "ia"
+        capital = "".join(rng.choice(SYLLABLES) for _ in range(2)).capitalize()
+        if country not in names:
+            names.add(country)
+            table.append((country, capital))
+    return table
+
+
+def fact_sentence(country: str, capital: str) -> str:
+    return f"The capital of {country} is {capital}."
+
+
+def general_tasks(seed: int, facts: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    """All (source, prompt, response, answer) general tasks of the toy world, in a seeded order."""
+    tasks = [("toy_fact", f"What is the capital of {country}?", fact_sentence(country, capital), capital)
+             for country, capital in facts]
+    for word in WORDS:
+        tasks += [
+            ("toy_string", f"Write the word {word} in capital letters.", word.upper(), word.upper()),
+            ("toy_string", f"What is the first letter of the word {word}?",
+             f"The first letter of {word} is {word[0]}.", word[0]),
+            ("toy_string", f"Repeat the word {word} twice.", f"{word} {word}", f"{word} {word}"),
+            ("toy_string", f"How many letters does the word {word} have?",
+             f"The word {word} has {len(word)} letters.", str(len(word))),
+        ]
+    tasks += [("toy_chat", prompt, response, answer) for prompt, response, answer in CHATS]
+    random.Random(seed + 4).shuffle(tasks)
+    return tasks
+
+
+def general_rows(seed: int, facts: list[tuple[str, str]], test_size: int) -> tuple[list[dict], list[dict]]:
+    """General tasks split into train (for the SFT blend) and held-out test rows, disjoint by prompt."""
+    tasks = general_tasks(seed, facts)
+    if test_size >= len(tasks):
+        raise ValueError(f"general_test_size ({test_size}) must be below the {len(tasks)} general tasks")
+    rows = [{"id": f"toy-general-{i:05d}", "source": source, "prompt": [{"role": "user", "content": prompt}],
+             "response": response, "answer": answer} for i, (source, prompt, response, answer) in enumerate(tasks)]
+    return rows[test_size:], rows[:test_size]

@@ -7,16 +7,19 @@ the environment, so a stage run by `dvc repro` alone still works: it then starts
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import yaml
 from pydantic import BaseModel
+
+from tasks.params import load_params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "R1_PARENT_RUN_ID"
@@ -55,11 +58,9 @@ def flatten(params: BaseModel | dict, prefix: str = "") -> dict[str, str]:
 
 
 @contextmanager
-def stage_run(stage: str, params: BaseModel, experiment: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage, tagged with git commit and flow-run id; failed if the stage raises."""
-    from tasks.params import load_params  # the experiment name is a param; late import avoids a cycle
-
-    setup(experiment or load_params().tracking.experiment)
+    setup(experiment)
     tags = {"stage": stage, "git_commit": git_commit()}
     if os.environ.get(FLOW_RUN_ENV):
         tags["prefect_flow_run_id"] = os.environ[FLOW_RUN_ENV]
@@ -69,6 +70,18 @@ def stage_run(stage: str, params: BaseModel, experiment: str | None = None) -> I
         # Prefixed so TRL's own TrainingArguments params (same names, other values) never collide with ours.
         mlflow.log_params(flatten(params, prefix="params."))
         yield run
+
+
+def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str) -> None:
+    """`python -m tasks.<module> <stage>` for modules that serve several stages (SFT, GRPO): validate params,
+    open the stage's MLflow run, train into models/<stage>, log the returned metrics."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("stage", choices=stages)
+    stage = parser.parse_args().stage
+    params = load_params()
+    section = getattr(params, stage)
+    with stage_run(stage, section, params.tracking.experiment):
+        mlflow.log_metrics(run(stage, section, params, Path("models") / stage))
 
 
 @contextmanager

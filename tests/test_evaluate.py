@@ -59,3 +59,13 @@ def test_ladder_collects_metrics_in_order(tmp_path):
     assert "| reasoning_rl | 0.500 |" in ladder_table(rows)
     with pytest.raises(FileNotFoundError, match="no metrics for model 'resft'"):
         write_ladder(["resft"], tmp_path, tmp_path)
+
+
+def test_general_answers_must_appear_as_whole_words_after_the_reasoning():
+    from tasks.evaluate import general_correct
+
+    assert general_correct("The capital of Kalovia is Miro.", "Miro")
+    assert not general_correct("The capital of Kalovia is Mirokan.", "Miro")
+    assert not general_correct("<think>Miro</think>\nI do not know.", "Miro")
+    assert general_correct("The first letter of apple is a.", "a")
+    assert not general_correct("The first letter of apple is b.", "a")

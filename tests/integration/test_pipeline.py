@@ -9,9 +9,11 @@ import pytest
 
 from flows.pipeline import pipeline, stage_order
 
-MODELS = ["base", "cold_start_sft", "reasoning_rl"]
-STAGES = ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", *[f"evaluate@{m}" for m in MODELS], "ladder"]
-METRIC_KEYS = ["pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency", "mean_completion_tokens"]
+MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft"]
+STAGES = ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", "rejection_sampling", "resft",
+          *[f"evaluate@{m}" for m in MODELS], "ladder"]
+METRIC_KEYS = ["pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency", "general_accuracy",
+               "mean_completion_tokens"]
 
 
 def dvc(*args):
@@ -37,6 +39,11 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     curve = (workspace / "plots" / "reasoning_rl.csv").read_text().splitlines()
     assert curve[0].startswith("step,reward") and len(curve) == 3  # header + one row per logged step
     assert all(model in ladder for model in MODELS)
+    report = json.loads((workspace / "metrics" / "rejection_sampling.json").read_text())
+    assert report["samples"] == 12 * 2 and report["prompts"] == 12
+    assert sum(report["pass_rate_histogram"].values()) == 12
+    assert report["final_size"] == report["kept_reasoning"] + report["non_reasoning"] > 0
+    assert json.loads((workspace / "models" / "resft" / "provenance.json").read_text())["parent_model"] == "models/base"
 
     # MLflow: one parent run per pipeline execution, one child run per stage, tagged.
     mlflow.set_tracking_uri(f"sqlite:///{workspace}/mlflow.db")

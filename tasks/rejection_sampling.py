@@ -1,0 +1,199 @@
+"""Stage `rejection_sampling`: sample k answers per prompt from the RL model, keep the correct and readable ones,
+blend them with non-reasoning data into the SFT set that re-trains the base (R1 stage 3).
+
+    python -m tasks.rejection_sampling      # -> data/rejection_sampling/blend.jsonl, metrics/rejection_sampling.json
+
+Samples are written in shards (data/rejection_sampling/shards/, not a DVC out): a run killed during sampling
+resumes without redoing finished shards. Filters, in order, each a named function whose drop count is reported:
+correct (the RL stage's accuracy_reward), well formatted (format_reward), language-consistent, not truncated, not
+too long, no long repeated n-grams; then de-duplication and at most m kept per prompt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+
+from tasks import models, rewards
+from tasks.data import inputs_fingerprint, keep_if_same_inputs, read_jsonl, write_json, write_jsonl
+from tasks.generation import Sampling, generate, with_system_prompt
+from tasks.params import Params, RejectionSamplingParams, load_params
+from tasks.tracking import stage_run
+
+OUT = Path("data/rejection_sampling")
+REPORT = Path("metrics/rejection_sampling.json")
+
+Sample = dict  # {"prompt_id", "text", "num_tokens", "finished", "accuracy", "format", "language_consistency"}
+
+
+def filter_correct(samples: list[Sample]) -> list[Sample]:
+    return [s for s in samples if s["accuracy"] == 1.0]
+
+
+def filter_format(samples: list[Sample]) -> list[Sample]:
+    return [s for s in samples if s["format"] == 1.0]
+
+
+def filter_language(samples: list[Sample], min_share: float) -> list[Sample]:
+    return [s for s in samples if s["language_consistency"] >= min_share]
+
+
+def filter_truncated(samples: list[Sample]) -> list[Sample]:
+    return [s for s in samples if s["finished"]]
+
+
+def filter_too_long(samples: list[Sample], max_tokens: int) -> list[Sample]:
+    return [s for s in samples if s["num_tokens"] <= max_tokens]
+
+
+def max_ngram_repeats(text: str, n: int) -> int:
+    """How often the most repeated run of n words occurs in `text`."""
+    words = text.split()
+    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return max(counts.values(), default=0)
+
+
+def filter_repetition(samples: list[Sample], n: int, max_repeats: int) -> list[Sample]:
+    return [s for s in samples if max_ngram_repeats(s["text"], n) <= max_repeats]
+
+
+def deduplicate(samples: list[Sample]) -> list[Sample]:
+    """One copy of each (prompt, whitespace-normalised text)."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for s in samples:
+        key = (s["prompt_id"], " ".join(s["text"].split()))
+        if key not in seen:
+            seen.add(key)
+            kept.append(s)
+    return kept
+
+
+def cap_per_prompt(samples: list[Sample], m: int) -> list[Sample]:
+    taken: Counter[str] = Counter()
+    kept = []
+    for s in samples:
+        if taken[s["prompt_id"]] < m:
+            taken[s["prompt_id"]] += 1
+            kept.append(s)
+    return kept
+
+
+def filters(p: RejectionSamplingParams) -> list[tuple[str, Callable[[list[Sample]], list[Sample]]]]:
+    return [
+        ("correct", filter_correct),
+        ("format", filter_format),
+        ("language", lambda s: filter_language(s, p.min_language_consistency)),
+        ("truncated", filter_truncated),
+        ("too_long", lambda s: filter_too_long(s, p.max_completion_tokens)),
+        ("repetition", lambda s: filter_repetition(s, p.ngram_size, p.max_ngram_repeats)),
+        ("duplicate", deduplicate),
+        ("per_prompt_cap", lambda s: cap_per_prompt(s, p.keep_per_prompt)),
+    ]
+
+
+def apply_filters(samples: list[Sample], p: RejectionSamplingParams) -> tuple[list[Sample], dict[str, int]]:
+    dropped = {}
+    for name, keep in filters(p):
+        kept = keep(samples)
+        dropped[name] = len(samples) - len(kept)
+        samples = kept
+    return samples, dropped
+
+
+def sample_shards(rows: list[dict], p: RejectionSamplingParams, params: Params, shards: Path) -> list[Sample]:
+    """Generate and score k samples per prompt, one shard file at a time; finished shards are reused."""
+    keep_if_same_inputs(shards, inputs_fingerprint(p, p.model, p.data))
+    samples: list[Sample] = []
+    for start in range(0, len(rows), p.shard_size):
+        path = shards / f"shard-{start:07d}.jsonl"
+        if not path.exists():
+            chunk = rows[start:start + p.shard_size]
+            prompts = [with_system_prompt(r["prompt"], params.prompt.system) for r in chunk]
+            sampling = Sampling(n=p.samples_per_prompt, temperature=p.temperature, top_p=p.top_p,
+                                max_new_tokens=p.max_new_tokens, seed=params.seed + start)
+            generated = generate(p.model, prompts, sampling, params.generation, params.runtime,
+                                 desc=f"sample shard {start // p.shard_size}")
+            flat = [(row, s) for row, outs in zip(chunk, generated) for s in outs]
+            scores = rewards.score_batch([s.text for _, s in flat], [row["answer"] for row, _ in flat],
+                                         language=params.prompt.language)
+            write_jsonl(path, ({"prompt_id": row["id"], "text": s.text, "num_tokens": s.num_tokens,
+                                "finished": s.finished, **{name: scores[name][i] for name in scores}}
+                               for i, (row, s) in enumerate(flat)))
+        samples.extend(read_jsonl(path, required=("prompt_id", "text")))
+    return samples
+
+
+def pass_rate_histogram(samples: list[Sample], k: int) -> dict[str, int]:
+    """How many prompts had 0, 1, ..., k correct samples out of k."""
+    correct: Counter[str] = Counter()
+    prompts = set()
+    for s in samples:
+        prompts.add(s["prompt_id"])
+        correct[s["prompt_id"]] += s["accuracy"] == 1.0
+    histogram = Counter(correct[pid] for pid in prompts)
+    return {f"{c}/{k}": histogram.get(c, 0) for c in range(k + 1)}
+
+
+def blend(reasoning: list[dict], general: list[dict], ratio: float, seed: int) -> tuple[list[dict], int]:
+    """Reasoning rows plus non-reasoning rows making up `ratio` of the blend (R1: ~200k of ~800k), shuffled.
+    With no reasoning rows at all (allowed by `min_kept_samples: 0`), the blend is the non-reasoning rows."""
+    wanted = round(len(reasoning) * ratio / (1 - ratio)) if reasoning else len(general)
+    rng = random.Random(seed)
+    chosen = rng.sample(general, min(wanted, len(general)))
+    rows = reasoning + chosen
+    rng.shuffle(rows)
+    return rows, len(chosen)
+
+
+def sft_row(sample: Sample, row: dict, index: int) -> dict:
+    return {"id": f"rs-{index:06d}", "source": f"rejection_sampling:{row.get('source', 'unknown')}",
+            "prompt": row["prompt"], "completion": [{"role": "assistant", "content": sample["text"]}],
+            "answer": row["answer"]}
+
+
+def general_row(row: dict) -> dict:
+    return {"id": row["id"], "source": row["source"], "prompt": row["prompt"],
+            "completion": [{"role": "assistant", "content": row["response"]}], "answer": row["answer"]}
+
+
+def run(p: RejectionSamplingParams, params: Params, out: Path = OUT) -> dict:
+    models.require_model_dir(p.model)
+    rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.num_prompts)
+    general = read_jsonl(p.non_reasoning_data, required=("id", "prompt", "answer", "response"))
+    samples = sample_shards(rows, p, params, out / "shards")
+    kept, dropped = apply_filters(samples, p)
+    by_id = {row["id"]: row for row in rows}
+    reasoning = [sft_row(s, by_id[s["prompt_id"]], i) for i, s in enumerate(kept)]
+    if len(reasoning) < p.min_kept_samples:
+        raise RuntimeError(f"rejection sampling kept {len(reasoning)} of {len(samples)} samples, fewer than "
+                           f"min_kept_samples={p.min_kept_samples}; dropped per filter: {dropped}")
+    blended, n_general = blend(reasoning, [general_row(g) for g in general], p.non_reasoning_ratio, params.seed)
+    write_jsonl(out / "blend.jsonl", blended)
+    report = {
+        "prompts": len(rows), "samples": len(samples), "samples_per_prompt": p.samples_per_prompt,
+        "pass_rate": sum(s["accuracy"] for s in samples) / len(samples),
+        "pass_rate_histogram": pass_rate_histogram(samples, p.samples_per_prompt),
+        "dropped_by_filter": dropped, "kept_reasoning": len(reasoning), "non_reasoning": n_general,
+        "final_size": len(blended), "non_reasoning_share": n_general / len(blended),
+        "prompts_with_a_kept_sample": len({s["prompt_id"] for s in kept}),
+    }
+    return report
+
+
+def main() -> None:
+    params = load_params()
+    p = params.rejection_sampling
+    with stage_run("rejection_sampling", p, params.tracking.experiment):
+        report = run(p, params)
+        mlflow.log_dict(report, "rejection_sampling_report.json")
+        mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))})
+    write_json(REPORT, report)
+
+
+if __name__ == "__main__":
+    main()
