@@ -10,6 +10,7 @@ Results are printed and written to benchmarks/results.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -82,16 +83,29 @@ print(json.dumps(out))
     return {"tokens_per_second": json.loads(out.stdout.strip().splitlines()[-1])}
 
 
+def bench_finished(ws: Path, env: dict) -> dict:
+    """The benchmarks that need a finished pipeline in `ws`."""
+    return {"noop_repro_seconds": round(timed(["dvc", "repro"], ws, env), 2),
+            "generation": bench_generation(ws, env),
+            "grpo_vs_bare_trl": bench_grpo_overhead(ws, env)}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path,
+                        help="a workspace where the pipeline has already run (e.g. after `make run`): skip step 1")
+    args = parser.parse_args()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
-    with tempfile.TemporaryDirectory(prefix="r1-bench-") as tmp:
-        ws = make_workspace(Path(tmp) / "repo")
-        print("pipeline (default params, 2 cores):", flush=True)
-        results = {"cpu_count": os.cpu_count(), "pipeline": bench_pipeline(ws, env)}
-        results["noop_repro_seconds"] = round(timed(["dvc", "repro"], ws, env), 2)
-        results["generation"] = bench_generation(ws, env)
-        results["grpo_vs_bare_trl"] = bench_grpo_overhead(ws, env)
+    results: dict = {"cpu_count": os.cpu_count()}
+    if args.workspace:
+        results.update(bench_finished(args.workspace.resolve(), env))
+    else:
+        with tempfile.TemporaryDirectory(prefix="r1-bench-") as tmp:
+            ws = make_workspace(Path(tmp) / "repo")
+            print("pipeline (default params):", flush=True)
+            results["pipeline"] = bench_pipeline(ws, env)
+            results.update(bench_finished(ws, env))
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

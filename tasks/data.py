@@ -45,7 +45,8 @@ def read_jsonl(path: Path | str, required: Iterable[str] = ("id",), limit: int |
                 raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
             if "id" in row:
                 if row["id"] in seen_ids:
-                    raise DataError(f"{path}:{number}: duplicate id {row['id']!r} (first on line {seen_ids[row['id']]})")
+                    first = seen_ids[row["id"]]
+                    raise DataError(f"{path}:{number}: duplicate id {row['id']!r} (first on line {first})")
                 seen_ids[row["id"]] = number
             rows.append(row)
             if limit is not None and len(rows) >= limit:

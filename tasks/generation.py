@@ -82,8 +82,8 @@ def generate_hf(model_dir, prompts, sampling: Sampling, gen: GenerationParams, r
             inputs = {k: v.to(model.device) for k, v in inputs.items()}
             sample_kwargs = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
                              if sampling.temperature > 0 else {"do_sample": False})
-            output = model.generate(**inputs, max_new_tokens=sampling.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=eos, top_k=None, **sample_kwargs)
+            output = model.generate(**inputs, max_new_tokens=sampling.max_new_tokens, eos_token_id=eos,
+                                    pad_token_id=tokenizer.pad_token_id, top_k=None, **sample_kwargs)
             new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
             for (i, j), ids in zip(batch, new_tokens):
                 finished = eos in ids

@@ -42,10 +42,9 @@ def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[
         generation_batch_size=p.generation_batch_size, max_completion_length=p.max_completion_length,
         temperature=p.temperature, top_p=p.top_p, beta=p.beta, epsilon=p.epsilon, num_iterations=p.num_iterations,
         loss_type=p.loss_type, scale_rewards=p.scale_rewards, reward_weights=reward_weights,
-        warmup_steps=p.warmup_steps,
-        lr_scheduler_type="constant_with_warmup", logging_steps=p.logging_steps, save_steps=p.save_steps,
-        gradient_checkpointing=p.gradient_checkpointing,
-        save_total_limit=2, report_to=["mlflow"], seed=params.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode,
+        warmup_steps=p.warmup_steps, lr_scheduler_type="constant_with_warmup", logging_steps=p.logging_steps,
+        save_steps=p.save_steps, save_total_limit=2, gradient_checkpointing=p.gradient_checkpointing,
+        report_to=["mlflow"], seed=params.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode,
         model_init_kwargs={"dtype": models.torch_dtype(params.runtime)}, **models.trainer_kwargs(params.runtime),
     )
 
@@ -63,8 +62,8 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     weights = {name: w for name, w in p.rewards.model_dump().items() if w > 0}
     trainer = GRPOTrainer(
         model=p.model, reward_funcs=rewards.get_reward_funcs(list(weights)),
-        args=grpo_config(stage, p, params, list(weights.values())), train_dataset=load_prompts(p, params), processing_class=models.load_tokenizer(p.model),
-        peft_config=models.lora_config(p.lora),
+        args=grpo_config(stage, p, params, list(weights.values())), train_dataset=load_prompts(p, params),
+        processing_class=models.load_tokenizer(p.model), peft_config=models.lora_config(p.lora),
     )
     resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(p, p.model, p.data))
     trainer.train(resume_from_checkpoint=resume)

@@ -62,7 +62,7 @@ class ToyWorldParams(Section):
     cold_start_terse_fraction: float = Field(0.5, ge=0, le=1)  # cold-start rows reasoning in one terse line
     french_fraction: float = Field(0.3, ge=0, le=1)  # share of the pretraining corpus reasoning in French
     general_docs: PositiveInt = 2000  # plain general-text documents in the pretraining corpus
-    facts: PositiveInt = 200  # rows of the generated fact table (in the corpus; asked about by general tasks)
+    facts: PositiveInt = 40  # rows of the generated fact table (in the corpus; asked about by general tasks)
     general_test_size: PositiveInt = 40  # held-out general tasks
 
     @model_validator(mode="after")
@@ -160,7 +160,7 @@ class GRPOParams(Section):
 class RejectionSamplingParams(Section):
     model: str = "models/reasoning_rl"
     data: str = "data/toy/train.jsonl"  # the prompt pool
-    num_prompts: PositiveInt | None = 1000  # the first N prompts of `data` (None: all)
+    num_prompts: PositiveInt | None = 2000  # the first N prompts of `data` (None: all)
     samples_per_prompt: PositiveInt = 4  # k
     temperature: PositiveFloat = 0.7
     top_p: float = Field(0.95, gt=0, le=1)

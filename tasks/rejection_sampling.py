@@ -141,10 +141,14 @@ def pass_rate_histogram(samples: list[Sample], k: int) -> dict[str, int]:
 
 def blend(reasoning: list[dict], general: list[dict], ratio: float, seed: int) -> tuple[list[dict], int]:
     """Reasoning rows plus non-reasoning rows making up `ratio` of the blend (R1: ~200k of ~800k), shuffled.
-    With no reasoning rows at all (allowed by `min_kept_samples: 0`), the blend is the non-reasoning rows."""
+
+    When the non-reasoning pool is smaller than its share, its rows are repeated (upsampled) to reach it. With no
+    reasoning rows at all (allowed by `min_kept_samples: 0`), the blend is the non-reasoning rows."""
     wanted = round(len(reasoning) * ratio / (1 - ratio)) if reasoning else len(general)
     rng = random.Random(seed)
-    chosen = rng.sample(general, min(wanted, len(general)))
+    chosen = []
+    while len(chosen) < wanted and general:
+        chosen += rng.sample(general, min(wanted - len(chosen), len(general)))
     rows = reasoning + chosen
     rng.shuffle(rows)
     return rows, len(chosen)

@@ -12,8 +12,8 @@ A problem is a start quantity followed by 1-3 operations, each a step of gold re
     </think>
     The answer is \\boxed{6}.
 Part of the cold-start set reasons tersely (the whole chain in one line), which a small model cannot compute
-reliably: step-by-step reasoning is what RL learns to prefer. Part of the pretraining corpus writes the reasoning in French, so a model can drift into French: the failure that
-the language-consistency reward is there to fix.
+reliably: step-by-step reasoning is what RL learns to prefer. Part of the pretraining corpus writes the reasoning
+in French, so a model can drift into French: the failure that the language-consistency reward is there to fix.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def random_problem(rng: random.Random, max_operand: int, max_steps: int, max_val
     value = start = rng.randint(2, min(max_operand, max_value))
     ops = []
     for _ in range(rng.randint(1, max_steps)):
-        choices = ("+" if value < max_value else "") + ("-" if value >= 2 else "") + ("*" if 2 * value <= max_value else "")
+        choices = (("+" if value < max_value else "") + ("-" if value >= 2 else "")
+                   + ("*" if 2 * value <= max_value else ""))
         op = rng.choice(choices)
         if op == "+":
             n = rng.randint(1, min(max_operand, max_value - value))
