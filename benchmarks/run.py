@@ -14,13 +14,12 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import yaml
 
 from tests.workspace import make_workspace
 
@@ -51,12 +50,14 @@ def bench_pipeline(ws: Path, env: dict) -> dict:
 
 
 def bench_grpo_overhead(ws: Path, env: dict) -> dict:
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["reasoning_rl"]["max_steps"] = GRPO_STEPS
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ours = timed([sys.executable, "-m", "tasks.grpo", "reasoning_rl"], ws, env)
-    bare = timed([sys.executable, "-m", "benchmarks.bare_grpo", "models/cold_start_sft", "data/toy/train.jsonl",
-                  str(GRPO_STEPS)], ws, env)
+    """Same steps, model, data and config: our stage vs a bare TRL script, in a scratch copy (ws is untouched)."""
+    with tempfile.TemporaryDirectory(prefix="r1-bench-grpo-") as tmp:
+        scratch = make_workspace(Path(tmp) / "repo", {"reasoning_rl.max_steps": GRPO_STEPS})
+        shutil.copytree(ws / "models" / "cold_start_sft", scratch / "models" / "cold_start_sft")
+        shutil.copytree(ws / "data" / "toy", scratch / "data" / "toy")
+        ours = timed([sys.executable, "-m", "tasks.grpo", "reasoning_rl"], scratch, env)
+        bare = timed([sys.executable, "-m", "benchmarks.bare_grpo", "models/cold_start_sft", "data/toy/train.jsonl",
+                      str(GRPO_STEPS)], scratch, env)
     return {"steps": GRPO_STEPS, "ours_seconds": round(ours, 1), "bare_trl_seconds": round(bare, 1),
             "ratio": round(ours / bare, 3)}
 
