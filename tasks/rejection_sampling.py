@@ -11,6 +11,7 @@ too long, no long repeated n-grams; then de-duplication and at most m kept per p
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -146,9 +147,10 @@ def blend(reasoning: list[dict], general: list[dict], ratio: float, seed: int) -
     reasoning rows at all (allowed by `min_kept_samples: 0`), the blend is the non-reasoning rows."""
     wanted = round(len(reasoning) * ratio / (1 - ratio)) if reasoning else len(general)
     rng = random.Random(seed)
-    chosen = []
-    while len(chosen) < wanted and general:
-        chosen += rng.sample(general, min(wanted - len(chosen), len(general)))
+    chosen: list[dict] = []
+    for repeat in range(math.ceil(wanted / len(general)) if general else 0):
+        picked = rng.sample(general, min(wanted - len(chosen), len(general)))
+        chosen += [{**row, "id": f"{row['id']}-r{repeat}"} if repeat else row for row in picked]
     rows = reasoning + chosen
     rng.shuffle(rows)
     return rows, len(chosen)
