@@ -23,7 +23,8 @@ config = GRPOConfig(
     per_device_train_batch_size=p["per_device_train_batch_size"], num_generations=p["num_generations"],
     max_completion_length=p["max_completion_length"], temperature=p["temperature"], beta=p["beta"],
     num_iterations=p["num_iterations"], loss_type=p["loss_type"], lr_scheduler_type="constant_with_warmup",
-    logging_steps=p["logging_steps"], save_strategy="no", report_to=[], use_cpu=True, bf16=False, seed=42,
+    logging_steps=p["logging_steps"], gradient_checkpointing=p["gradient_checkpointing"], save_strategy="no",
+    report_to=[], use_cpu=True, bf16=False, seed=42,
 )
 trainer = GRPOTrainer(model=model, reward_funcs=[accuracy_reward, format_reward, language_consistency_reward],
                       args=config, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(model))
