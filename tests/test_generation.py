@@ -2,15 +2,9 @@ import pytest
 
 from tasks.generation import Sampling, generate, with_system_prompt
 from tasks.params import GenerationParams, RuntimeParams
-from tests.tiny import build_tiny_model
 
 PROMPTS = [[{"role": "user", "content": text}] for text in
            ["Ana has 5 pens. She buys 3 more.", "Ben has 2 coins.", "Kim has 12 books. She uses 4. Then she buys 1 more."]]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def run(tiny, sampling, batch_size=64):

@@ -2,12 +2,6 @@ import pytest
 
 from tasks import models
 from tasks.params import RuntimeParams
-from tests.tiny import build_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def test_think_tags_survive_trl_style_decoding(tiny):

@@ -86,11 +86,10 @@ def test_general_tasks_are_split_without_overlap():
         assert row["answer"] in row["response"]
 
 
-def test_sampling_resumes_from_finished_shards(tmp_path, monkeypatch):
+def test_sampling_resumes_from_finished_shards(tmp_path, monkeypatch, tiny):
     from tasks import generation
-    from tests.tiny import build_tiny_model
 
-    model = build_tiny_model(tmp_path / "model")
+    model = tiny
     data = tmp_path / "train.jsonl"
     data.write_text("")
     params = validate({"runtime": {"device": "cpu"},
