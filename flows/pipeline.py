@@ -94,7 +94,7 @@ def pipeline(stages: list[str] | None = None) -> str:
                 tracking.tag_with_lock(parent.info.run_id, stage)
     ladder_file = LADDER / "ladder.md"
     ladder = ladder_file.read_text() if ladder_file.exists() else "(no ladder yet: the evaluate stages have not run)"
-    print(f"\nStage ladder (held-out toy test split):\n{ladder}")
+    print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{ladder}")
     print(f"MLflow UI: mlflow ui --backend-store-uri {tracking.tracking_uri()} --host 127.0.0.1 --port 5000")
     return ladder
 
