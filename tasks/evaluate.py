@@ -21,7 +21,7 @@ import mlflow
 
 from tasks import rewards
 from tasks.data import read_jsonl, write_json
-from tasks.generation import Sample, Sampling, generate, with_system_prompt
+from tasks.generation import Generator, Sample, Sampling, with_system_prompt
 from tasks.params import Params, load_params
 from tasks.tracking import stage_run
 
@@ -81,28 +81,25 @@ def score(rows: list[dict], sampled: list[list[Sample]], greedy: list[list[Sampl
 def run(model: str, params: Params) -> dict:
     p = params.evaluate
     rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.limit)
+    general = read_jsonl(p.general_data, required=("id", "prompt", "answer")) if p.general_data else []
+    generator = Generator(Path("models") / model, params.generation, params.runtime)  # loaded once, used 3 times
     prompts = [with_system_prompt(row["prompt"], params.prompt.system) for row in rows]
-    model_dir = Path("models") / model
-    seed = params.generation.seed
-    sampled = generate(model_dir, prompts, Sampling(n=p.num_samples, temperature=p.temperature, top_p=p.top_p,
-                                                    max_new_tokens=p.max_new_tokens, seed=seed),
-                       params.generation, params.runtime, desc=f"{model}: sample k={p.num_samples}")
-    greedy = generate(model_dir, prompts, Sampling(n=1, temperature=0.0, max_new_tokens=p.max_new_tokens),
-                      params.generation, params.runtime, desc=f"{model}: greedy")
+    greedy_sampling = Sampling(n=1, temperature=0.0, max_new_tokens=p.max_new_tokens)
+    sampled = generator(prompts, Sampling(n=p.num_samples, temperature=p.temperature, top_p=p.top_p,
+                                          max_new_tokens=p.max_new_tokens, seed=params.generation.seed),
+                        desc=f"{model}: sample k={p.num_samples}")
+    greedy = generator(prompts, greedy_sampling, desc=f"{model}: greedy")
     metrics = {"model": model, **score(rows, sampled, greedy, params.prompt.language)}
     log_samples(rows, sampled, params.tracking.log_samples)
-    if p.general_data:
-        metrics["general_accuracy"] = general_accuracy(model_dir, p.general_data, params)
+    if general:
+        replies = generator([with_system_prompt(row["prompt"], params.prompt.system) for row in general],
+                            greedy_sampling, desc=f"{model}: general tasks")
+        metrics["general_accuracy"] = general_accuracy(general, replies)
     return metrics
 
 
-def general_accuracy(model_dir: Path, data: str, params: Params) -> float:
+def general_accuracy(rows: list[dict], replies: list[list[Sample]]) -> float:
     """Greedy accuracy on held-out non-reasoning tasks (facts, string manipulations, short conversations)."""
-    rows = read_jsonl(data, required=("id", "prompt", "answer"))
-    prompts = [with_system_prompt(row["prompt"], params.prompt.system) for row in rows]
-    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=params.evaluate.max_new_tokens)
-    replies = generate(model_dir, prompts, greedy, params.generation, params.runtime,
-                       desc=f"{model_dir.name}: general tasks")
     return sum(general_correct(r[0].text, row["answer"]) for r, row in zip(replies, rows)) / len(rows)
 
 

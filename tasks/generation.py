@@ -1,6 +1,7 @@
 """One generation interface for evaluation, rejection sampling and distillation.
 
     samples = generate(model_dir, prompts, Sampling(n=4, temperature=0.6, top_p=0.95, max_new_tokens=96), ...)
+    generator = Generator(model_dir, ...); generator(prompts, sampling)   # load once, generate many times
     samples[i][j]  # the j-th completion of prompt i: text, token count, finished (ended with EOS)
 
 Backends, chosen by `generation.backend` in params:
@@ -51,57 +52,71 @@ def with_system_prompt(messages: list[dict], system: str) -> list[dict]:
     return [{"role": "system", "content": system}, *messages]
 
 
+class Generator:
+    """A model loaded once for many calls: a stage that generates several times (evaluation: sampled, greedy,
+    general tasks; rejection sampling: one call per shard) pays the model load, or the vLLM engine start, once."""
+
+    def __init__(self, model_dir: Path | str, gen: GenerationParams, runtime: RuntimeParams) -> None:
+        models.require_model_dir(model_dir)
+        self.gen = gen
+        if gen.backend == "vllm":
+            try:
+                from vllm import LLM
+            except ImportError:
+                raise RuntimeError(VLLM_MISSING) from None
+            self.llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=gen.seed)
+        else:
+            self.tokenizer = models.load_tokenizer(model_dir)
+            self.tokenizer.padding_side = "left"
+            self.model = models.load_model(model_dir, runtime).eval()
+
+    def __call__(self, prompts: list[list[dict]], sampling: Sampling, desc: str = "generate") -> list[list[Sample]]:
+        if sampling.n < 1:
+            raise ValueError(f"sampling.n must be >= 1 (got {sampling.n})")
+        if self.gen.backend == "vllm":
+            return self._generate_vllm(prompts, sampling)
+        return self._generate_hf(prompts, sampling, desc)
+
+    @torch.inference_mode()
+    def _generate_hf(self, prompts: list[list[dict]], sampling: Sampling, desc: str) -> list[list[Sample]]:
+        tokenizer, model = self.tokenizer, self.model
+        encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
+                   for p in prompts]
+        # One row per (prompt, sample); sorted by length so a batch holds prompts of similar size.
+        rows = sorted(((i, j) for i in range(len(prompts)) for j in range(sampling.n)),
+                      key=lambda ij: (len(encoded[ij[0]]), ij))
+        results: list[list[Sample | None]] = [[None] * sampling.n for _ in prompts]
+        torch.manual_seed(sampling.seed)
+        eos = tokenizer.eos_token_id
+        sample_kwargs = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+                         if sampling.temperature > 0 else {"do_sample": False})
+        with tqdm(total=len(rows), desc=desc, unit="seq") as bar:
+            for start in range(0, len(rows), self.gen.batch_size):
+                batch = rows[start:start + self.gen.batch_size]
+                inputs = tokenizer.pad({"input_ids": [encoded[i] for i, _ in batch]}, return_tensors="pt")
+                inputs = {k: v.to(model.device) for k, v in inputs.items()}
+                output = model.generate(**inputs, max_new_tokens=sampling.max_new_tokens, eos_token_id=eos,
+                                        pad_token_id=tokenizer.pad_token_id, top_k=None, **sample_kwargs)
+                new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+                for (i, j), ids in zip(batch, new_tokens):
+                    finished = eos in ids
+                    ids = ids[:ids.index(eos) + 1] if finished else ids
+                    text = tokenizer.decode(ids, skip_special_tokens=True)
+                    results[i][j] = Sample(text=text, num_tokens=len(ids), finished=finished)
+                bar.update(len(batch))
+        return results  # type: ignore[return-value]
+
+    def _generate_vllm(self, prompts: list[list[dict]], sampling: Sampling) -> list[list[Sample]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+        outputs = self.llm.chat(prompts, params, use_tqdm=True)
+        return [[Sample(text=o.text, num_tokens=len(o.token_ids), finished=o.finish_reason == "stop")
+                 for o in out.outputs] for out in outputs]
+
+
 def generate(model_dir: Path | str, prompts: list[list[dict]], sampling: Sampling, gen: GenerationParams,
              runtime: RuntimeParams, desc: str = "generate") -> list[list[Sample]]:
-    if sampling.n < 1:
-        raise ValueError(f"sampling.n must be >= 1 (got {sampling.n})")
-    models.require_model_dir(model_dir)
-    if gen.backend == "vllm":
-        return generate_vllm(model_dir, prompts, sampling, gen)
-    return generate_hf(model_dir, prompts, sampling, gen, runtime, desc)
-
-
-@torch.inference_mode()
-def generate_hf(model_dir, prompts, sampling: Sampling, gen: GenerationParams, runtime: RuntimeParams,
-                desc: str = "generate") -> list[list[Sample]]:
-    tokenizer = models.load_tokenizer(model_dir)
-    tokenizer.padding_side = "left"
-    model = models.load_model(model_dir, runtime).eval()
-    encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
-               for p in prompts]
-    # One row per (prompt, sample); sorted by length so a batch holds prompts of similar size.
-    rows = sorted(((i, j) for i in range(len(prompts)) for j in range(sampling.n)),
-                  key=lambda ij: (len(encoded[ij[0]]), ij))
-    results: list[list[Sample | None]] = [[None] * sampling.n for _ in prompts]
-    torch.manual_seed(sampling.seed)
-    eos = tokenizer.eos_token_id
-    with tqdm(total=len(rows), desc=desc, unit="seq") as bar:
-        for start in range(0, len(rows), gen.batch_size):
-            batch = rows[start:start + gen.batch_size]
-            inputs = tokenizer.pad({"input_ids": [encoded[i] for i, _ in batch]}, return_tensors="pt")
-            inputs = {k: v.to(model.device) for k, v in inputs.items()}
-            sample_kwargs = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
-                             if sampling.temperature > 0 else {"do_sample": False})
-            output = model.generate(**inputs, max_new_tokens=sampling.max_new_tokens, eos_token_id=eos,
-                                    pad_token_id=tokenizer.pad_token_id, top_k=None, **sample_kwargs)
-            new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
-            for (i, j), ids in zip(batch, new_tokens):
-                finished = eos in ids
-                ids = ids[:ids.index(eos) + 1] if finished else ids
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                results[i][j] = Sample(text=text, num_tokens=len(ids), finished=finished)
-            bar.update(len(batch))
-    return results  # type: ignore[return-value]
-
-
-def generate_vllm(model_dir, prompts, sampling: Sampling, gen: GenerationParams) -> list[list[Sample]]:
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError:
-        raise RuntimeError(VLLM_MISSING) from None
-    llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=sampling.seed)
-    params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                            max_tokens=sampling.max_new_tokens, seed=sampling.seed)
-    outputs = llm.chat(prompts, params, use_tqdm=True)
-    return [[Sample(text=o.text, num_tokens=len(o.token_ids), finished=o.finish_reason == "stop")
-             for o in out.outputs] for out in outputs]
+    """One-off generation: load `model_dir`, generate, done. Use a Generator to call several times."""
+    return Generator(model_dir, gen, runtime)(prompts, sampling, desc)

@@ -21,7 +21,7 @@ import mlflow
 
 from tasks import models, rewards
 from tasks.data import inputs_fingerprint, keep_if_same_inputs, read_jsonl, write_json, write_jsonl
-from tasks.generation import Sampling, generate, with_system_prompt
+from tasks.generation import Generator, Sampling, with_system_prompt
 from tasks.params import Params, RejectionSamplingParams, load_params
 from tasks.tracking import stage_run
 
@@ -109,16 +109,17 @@ def apply_filters(samples: list[Sample], p: RejectionSamplingParams) -> tuple[li
 def sample_shards(rows: list[dict], p: RejectionSamplingParams, params: Params, shards: Path) -> list[Sample]:
     """Generate and score k samples per prompt, one shard file at a time; finished shards are reused."""
     keep_if_same_inputs(shards, inputs_fingerprint(p, p.model, p.data))
+    generator = None  # loaded on the first shard to generate: a fully resumed run loads no model
     samples: list[Sample] = []
     for start in range(0, len(rows), p.shard_size):
         path = shards / f"shard-{start:07d}.jsonl"
         if not path.exists():
+            generator = generator or Generator(p.model, params.generation, params.runtime)
             chunk = rows[start:start + p.shard_size]
             prompts = [with_system_prompt(r["prompt"], params.prompt.system) for r in chunk]
             sampling = Sampling(n=p.samples_per_prompt, temperature=p.temperature, top_p=p.top_p,
                                 max_new_tokens=p.max_new_tokens, seed=params.seed + start)
-            generated = generate(p.model, prompts, sampling, params.generation, params.runtime,
-                                 desc=f"sample shard {start // p.shard_size}")
+            generated = generator(prompts, sampling, desc=f"sample shard {start // p.shard_size}")
             flat = [(row, s) for row, outs in zip(chunk, generated) for s in outs]
             scores = rewards.score_batch([s.text for _, s in flat], [row["answer"] for row, _ in flat],
                                          language=params.prompt.language)

@@ -40,3 +40,12 @@ def test_system_prompt_is_prepended_once():
     with_system = with_system_prompt(messages, "Think first.")
     assert with_system[0] == {"role": "system", "content": "Think first."}
     assert with_system_prompt(with_system, "Other.") == with_system
+
+
+def test_a_generator_loads_once_and_matches_one_off_generation(tiny):
+    from tasks.generation import Generator
+
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=12)
+    generator = Generator(tiny, GenerationParams(), RuntimeParams(device="cpu"))
+    assert generator(PROMPTS, greedy) == run(tiny, greedy)
+    assert generator(PROMPTS, greedy) == generator(PROMPTS, greedy)

@@ -98,8 +98,9 @@ def test_sampling_resumes_from_finished_shards(tmp_path, monkeypatch, tiny):
     rows = [{"id": f"p{i}", "prompt": [{"role": "user", "content": f"Ana has {i} pens."}], "answer": str(i)}
             for i in range(5)]
     calls = []
-    real_generate = generation.generate
-    monkeypatch.setattr(rs, "generate", lambda *a, **k: calls.append(len(a[1])) or real_generate(*a, **k))
+    real_call = generation.Generator.__call__
+    monkeypatch.setattr(generation.Generator, "__call__",
+                        lambda self, prompts, *a, **k: calls.append(len(prompts)) or real_call(self, prompts, *a, **k))
     first = rs.sample_shards(rows, params.rejection_sampling, params, tmp_path / "shards")
     assert calls == [2, 2, 1] and len(first) == 10
     (tmp_path / "shards" / "shard-0000002.jsonl").unlink()  # as if killed while sampling the second shard
