@@ -1,37 +1,62 @@
-"""GRPO stages (`reasoning_rl`; later `alignment_rl`, `r1_zero`, `student_rl`): TRL's GRPOTrainer, one recipe.
+"""GRPO stages (`reasoning_rl`, `alignment_rl`; later `r1_zero`, `student_rl`): TRL's GRPOTrainer, one recipe.
 
     python -m tasks.grpo reasoning_rl
+    python -m tasks.grpo alignment_rl
 
-Reads the stage's section of params.yaml (starting `model`, prompt `data`, reward weights, the GRPO knobs), trains
-with rule-based rewards from tasks/rewards.py and writes a plain model directory to models/<stage>, plus the
-per-step training curve (rewards per function, KL, completion length, loss) to plots/<stage>.csv for DVC plots.
-Checkpoints go to checkpoints/<stage> every `save_steps`; a re-run after a crash resumes from the newest one.
+Reads the stage's section of params.yaml (starting `model`, prompt `data`, reward weights, the GRPO knobs) and
+writes a plain model directory to models/<stage>, plus the per-step training curve (rewards per function, KL,
+completion length, loss) to plots/<stage>.csv for DVC plots. Checkpoints go to checkpoints/<stage> every
+`save_steps`; a re-run after a crash resumes from the newest one.
+
+Every prompt has a `kind` and gets only the rewards of its kind (tasks/rewards.py PROMPT_KIND): reasoning prompts
+the rule rewards (accuracy, format, language consistency), and, in `alignment_rl`, general prompts the reward
+model's helpfulness and harmful requests its harmlessness (tasks/model_rewards.py; the model is loaded once).
 """
 
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from tasks import models, rewards
+from tasks import model_rewards, models, rewards
 from tasks.data import inputs_fingerprint, read_jsonl
 from tasks.generation import with_system_prompt
-from tasks.params import GRPOParams, Params
+from tasks.params import AlignmentRLParams, GRPOParams, Params
 from tasks.tracking import run_stage_cli
 
-GRPO_STAGES = ("reasoning_rl",)
-CURVE_KEYS = ("step", "reward", "reward_std", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
-              "rewards/language_consistency_reward/mean", "completions/mean_length", "completions/clipped_ratio",
-              "kl", "entropy", "loss")
+GRPO_STAGES = ("reasoning_rl", "alignment_rl")
+CURVE_KEYS = ("step", "reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "kl",
+              "entropy", "loss")
 
 
 def load_prompts(p: GRPOParams, params: Params) -> Dataset:
-    rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.num_prompts)
+    """Reasoning prompts (kind "reasoning"), plus for alignment RL general and harmful prompts (their own `kind`)
+    making up `general_ratio` of the mix (sampled with the seed, repeated when the pool is smaller)."""
+    rows = [{**r, "kind": "reasoning"} for r in read_jsonl(p.data, required=("id", "prompt", "answer"),
+                                                            limit=p.num_prompts)]
+    if isinstance(p, AlignmentRLParams):
+        pool = read_jsonl(p.general_data, required=("id", "prompt", "kind"))
+        wanted = round(len(rows) * p.general_ratio / (1 - p.general_ratio))
+        rng = random.Random(params.seed)
+        rows += [rng.choice(pool) for _ in range(wanted)]
     return Dataset.from_list([{"prompt": with_system_prompt(r["prompt"], params.prompt.system),
-                               "answer": str(r["answer"]), "language": params.prompt.language} for r in rows])
+                               "answer": "" if r.get("answer") is None else str(r["answer"]), "kind": r["kind"],
+                               "language": params.prompt.language} for r in rows])
+
+
+def reward_functions(p: GRPOParams, params: Params) -> tuple[list, list[float]]:
+    """The stage's reward functions (weight > 0), each routed to the prompts of its kind, and their weights."""
+    weights = {name: w for name, w in p.rewards.model_dump().items() if w > 0}
+    by_rule = [n for n in weights if n in rewards.REWARD_FUNCS]
+    funcs = dict(zip(by_rule, rewards.get_reward_funcs(by_rule)))
+    by_model = [n for n in weights if n not in funcs]
+    if by_model:  # one scorer, loaded once, serves helpfulness and harmlessness
+        funcs |= model_rewards.reward_funcs(by_model, model_rewards.RewardModelScorer(p.reward_model, params.runtime))
+    return [rewards.only_for(rewards.PROMPT_KIND[n], funcs[n]) for n in weights], list(weights.values())
 
 
 def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[float]) -> GRPOConfig:
@@ -49,27 +74,29 @@ def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[
     )
 
 
-def write_curve(log_history: list[dict], path: Path) -> None:
+def write_curve(log_history: list[dict], path: Path, reward_names: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    keys = [*CURVE_KEYS[:3], *[f"rewards/{name}/mean" for name in reward_names], *CURVE_KEYS[3:]]
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CURVE_KEYS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(entry for entry in log_history if "reward" in entry)
 
 
 def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
-    weights = {name: w for name, w in p.rewards.model_dump().items() if w > 0}
+    reward_funcs, weights = reward_functions(p, params)
     trainer = GRPOTrainer(
-        model=p.model, reward_funcs=rewards.get_reward_funcs(list(weights)),
-        args=grpo_config(stage, p, params, list(weights.values())), train_dataset=load_prompts(p, params),
+        model=p.model, reward_funcs=reward_funcs,
+        args=grpo_config(stage, p, params, weights), train_dataset=load_prompts(p, params),
         processing_class=models.load_tokenizer(p.model), peft_config=models.lora_config(p.lora),
     )
-    resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(p, p.model, p.data))
+    inputs = [p.model, p.data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams) else [])
+    resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(p, *inputs))
     trainer.train(resume_from_checkpoint=resume)
     models.save_model(trainer.model, trainer.processing_class, out)
     models.write_provenance(out, stage, p.model, p)
-    write_curve(trainer.state.log_history, Path("plots") / f"{stage}.csv")
+    write_curve(trainer.state.log_history, Path("plots") / f"{stage}.csv", [f.__name__ for f in reward_funcs])
     last = [e for e in trainer.state.log_history if "reward" in e][-1]
     return {"final_reward": last["reward"], "final_completion_length": last["completions/mean_length"],
             "steps": trainer.state.global_step, "resumed": int(resume is not None)}

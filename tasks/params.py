@@ -64,11 +64,16 @@ class ToyWorldParams(Section):
     general_docs: PositiveInt = 2000  # plain general-text documents in the pretraining corpus
     facts: PositiveInt = 40  # rows of the generated fact table (in the corpus; asked about by general tasks)
     general_test_size: PositiveInt = 40  # held-out general tasks
+    harmful_requests: PositiveInt = 60  # harmful requests (with refusals); benign look-alikes come with them
+    harmful_test_size: PositiveInt = 20  # held out for the refusal rate
 
     @model_validator(mode="after")
     def _cold_start_fits(self) -> ToyWorldParams:
         if self.cold_start_size > self.train_size:
             raise ValueError(f"cold_start_size ({self.cold_start_size}) must not exceed train_size ({self.train_size})")
+        if self.harmful_test_size >= self.harmful_requests:
+            raise ValueError(f"harmful_test_size ({self.harmful_test_size}) must be below harmful_requests "
+                             f"({self.harmful_requests})")
         return self
 
 
@@ -112,10 +117,22 @@ class SFTParams(Section):
     lora: LoraParams = LoraParams()
 
 
+class RewardModelParams(SFTParams):
+    model: str = "models/base"  # a sequence-classification head (one score) is put on this model
+    data: str = "data/toy/preferences_train.jsonl"
+    test_data: str = "data/toy/preferences_test.jsonl"  # held-out pairs: pairwise accuracy
+    center_rewards_coefficient: float | None = Field(0.01, ge=0)  # keeps scores near 0 (TRL's suggested value)
+
+
 class RewardWeights(Section):
     accuracy: float = Field(1.0, ge=0)
     format: float = Field(1.0, ge=0)
     language_consistency: float = Field(1.0, ge=0)
+
+
+class AlignmentRewardWeights(RewardWeights):
+    helpfulness: float = Field(1.0, ge=0)  # reward model on the summary after </think>, general prompts
+    harmlessness: float = Field(1.0, ge=0)  # reward model on the whole response, harmful prompts
 
 
 class GRPOParams(Section):
@@ -157,6 +174,22 @@ class GRPOParams(Section):
         return self
 
 
+class AlignmentRLParams(GRPOParams):
+    # R1's second RL stage: reasoning prompts keep their rule rewards, general and harmful prompts are scored by the
+    # trained reward model; each prompt gets only the rewards of its kind (the others return None).
+    model: str = "models/resft"
+    general_data: str = "data/toy/general_train.jsonl"  # general and harmful prompts (`kind` column)
+    general_ratio: float = Field(0.5, gt=0, lt=1)  # share of general/harmful prompts in the RL prompt mix
+    reward_model: str = "models/reward_model"
+    rewards: AlignmentRewardWeights = AlignmentRewardWeights()
+
+
+class RegistryParams(Section):
+    name: str = "r1-toy"  # MLflow registered model name
+    model: str = "alignment_rl"  # the pipeline's final model (a directory under models/, evaluated)
+    alias: str = "candidate"  # set on each new version; promotion to champion is the scheduled flow's decision
+
+
 class RejectionSamplingParams(Section):
     model: str = "models/reasoning_rl"
     data: str = "data/toy/train.jsonl"  # the prompt pool
@@ -177,7 +210,7 @@ class RejectionSamplingParams(Section):
 
 
 class EvaluateParams(Section):
-    models: list[str] = ["base", "cold_start_sft", "reasoning_rl", "resft"]
+    models: list[str] = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl"]
     data: str = "data/toy/test.jsonl"
     general_data: str | None = "data/toy/general_test.jsonl"  # held-out non-reasoning tasks (None: skip)
     limit: PositiveInt | None = None  # evaluate the first N problems (None: all)
@@ -185,6 +218,7 @@ class EvaluateParams(Section):
     temperature: PositiveFloat = 0.6  # R1's evaluation setting
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: PositiveInt = 96
+    reward_model: str = "models/reward_model"  # scores replies to held-out general prompts (helpfulness)
 
 
 class GenerationParams(Section):
@@ -207,7 +241,10 @@ class Params(Section):
     reasoning_rl: GRPOParams = GRPOParams()
     rejection_sampling: RejectionSamplingParams = RejectionSamplingParams()
     resft: SFTParams = SFTParams(model="models/base", data="data/rejection_sampling/blend.jsonl")
+    reward_model: RewardModelParams = RewardModelParams()
+    alignment_rl: AlignmentRLParams = AlignmentRLParams()
     evaluate: EvaluateParams = EvaluateParams()
+    registry: RegistryParams = RegistryParams()
 
 
 class ParamsError(ValueError):

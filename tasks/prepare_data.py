@@ -5,8 +5,12 @@ Outputs (JSON Lines, fields documented in data/README.md):
     data/toy/test.jsonl        held-out problems for evaluation (same fields; disjoint by text and number tuple)
     data/toy/cold_start.jsonl  prompt/completion pairs in the R1 output format for cold-start SFT
     data/toy/corpus.jsonl      plain-text pretraining documents for the toy base model (id, source, text)
-    data/toy/general_train.jsonl  non-reasoning tasks with reference responses, blended into re-SFT
-    data/toy/general_test.jsonl   held-out non-reasoning tasks for evaluation (id, source, prompt, response, answer)
+    data/toy/general_train.jsonl  non-reasoning tasks with reference responses, blended into re-SFT: general tasks,
+                                  harmful requests with refusals (kind "harmful"), benign look-alikes
+    data/toy/general_test.jsonl   held-out non-reasoning tasks for evaluation (id, source, kind, prompt, response,
+                                  answer)
+    data/toy/preferences_train.jsonl  preference pairs (prompt, chosen, rejected) for the reward model
+    data/toy/preferences_test.jsonl   held-out pairs (on held-out prompts) for its pairwise accuracy
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
                                                p.max_value)
     facts = toy_world.fact_table(p.seed, p.facts)
     general_train, general_test = toy_world.general_rows(p.seed, facts, p.general_test_size)
+    safety_train, safety_test = toy_world.safety_rows(p.seed, p.harmful_requests, p.harmful_test_size)
+    general_train, general_test = general_train + safety_train, general_test + safety_test
     counts = {
         "train": write_jsonl(out / "train.jsonl", (toy_world.problem_row(x, "train", i) for i, x in enumerate(train))),
         "test": write_jsonl(out / "test.jsonl", (toy_world.problem_row(x, "test", i) for i, x in enumerate(test))),
@@ -38,6 +44,10 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
                               toy_world.corpus_rows(train, p.general_docs, p.french_fraction, p.seed, facts)),
         "general_train": write_jsonl(out / "general_train.jsonl", general_train),
         "general_test": write_jsonl(out / "general_test.jsonl", general_test),
+        "preferences_train": write_jsonl(out / "preferences_train.jsonl",
+                                         toy_world.preference_rows(general_train, p.seed, "train")),
+        "preferences_test": write_jsonl(out / "preferences_test.jsonl",
+                                        toy_world.preference_rows(general_test, p.seed, "test")),
     }
     return {f"rows_{name}": n for name, n in counts.items()}
 

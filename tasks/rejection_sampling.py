@@ -23,7 +23,7 @@ from tasks import models, rewards
 from tasks.data import inputs_fingerprint, keep_if_same_inputs, read_jsonl, write_json, write_jsonl
 from tasks.generation import Generator, Sampling, with_system_prompt
 from tasks.params import Params, RejectionSamplingParams, load_params
-from tasks.tracking import stage_run
+from tasks.tracking import log_metrics, stage_run
 
 OUT = Path("data/rejection_sampling")
 REPORT = Path("metrics/rejection_sampling.json")
@@ -198,7 +198,7 @@ def main() -> None:
     with stage_run("rejection_sampling", p, params.tracking.experiment):
         report = run(p, params)
         mlflow.log_dict(report, "rejection_sampling_report.json")
-        mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))})
+        log_metrics(report)
     write_json(REPORT, report)
 
 

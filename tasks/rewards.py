@@ -314,6 +314,34 @@ def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float]]]:
     return [REWARD_FUNCS[name] for name in names]
 
 
+# Which prompts each reward applies to, by the prompt's `kind` column: rule rewards judge reasoning prompts, the
+# reward model's rewards (tasks/model_rewards.py) judge general and harmful prompts.
+PROMPT_KIND = {"accuracy": "reasoning", "format": "reasoning", "language_consistency": "reasoning",
+               "helpfulness": "general", "harmlessness": "harmful"}
+
+
+def only_for(kind: str, func: Callable[..., list[float]]) -> Callable[..., list[float | None]]:
+    """`func` on the completions whose prompt is of `kind`, None for the others (TRL skips None rewards, so a
+    prompt of a mixed batch gets only the rewards of its kind). Rows without a `kind` column are all of `kind`."""
+
+    def routed(completions: list, **kwargs: Any) -> list[float | None]:
+        kinds = kwargs.pop("kind", None)
+        n = len(completions)
+        picked = [i for i in range(n) if kinds is None or kinds[i] == kind]
+        if len(picked) == n:
+            return func(completions=completions, **kwargs)
+        scores: list[float | None] = [None] * n
+        if picked:
+            columns = {key: [value[i] for i in picked] if isinstance(value, list) and len(value) == n else value
+                       for key, value in kwargs.items()}
+            for i, score in zip(picked, func(completions=[completions[i] for i in picked], **columns), strict=True):
+                scores[i] = score
+        return scores
+
+    routed.__name__ = getattr(func, "__name__", "reward")  # TRL logs rewards/<name>/mean
+    return routed
+
+
 # ----------------------------------------------------------------------------- judge processes
 
 def _serve(fd: int) -> None:

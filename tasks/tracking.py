@@ -72,6 +72,17 @@ def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow
         yield run
 
 
+def metric_name(key: str) -> str:
+    """MLflow does not allow '@' in metric or tag names: pass@1 -> pass_at_1."""
+    return key.replace("@", "_at_")
+
+
+def log_metrics(metrics: dict) -> None:
+    """Log the numeric entries of a metrics dict."""
+    mlflow.log_metrics({metric_name(k): v for k, v in metrics.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
 def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str) -> None:
     """`python -m tasks.<module> <stage>` for modules that serve several stages (SFT, GRPO): validate params,
     open the stage's MLflow run, train into models/<stage>, log the returned metrics."""
@@ -81,7 +92,7 @@ def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str) -> N
     params = load_params()
     section = getattr(params, stage)
     with stage_run(stage, section, params.tracking.experiment):
-        mlflow.log_metrics(run(stage, section, params, Path("models") / stage))
+        log_metrics(run(stage, section, params, Path("models") / stage))
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 
@@ -9,6 +10,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Trainers log to MLflow: never into the repository's own store (tests that check runs set their own).
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='r1-tests-mlflow-')}/mlflow.db"
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from tasks import rewards
 from tasks.rewards import (
     ITEM_TIMEOUT_S,
     REWARD_FUNCS,
@@ -254,3 +255,25 @@ def test_reward_registry():
     assert all(name in str(error.value) for name in REWARD_FUNCS)
     with pytest.raises(ValueError, match="nope"):
         score_batch(["x"], ["1"], reward_names=["nope"])
+
+
+def test_rewards_are_routed_by_prompt_kind():
+    """In a mixed batch each prompt gets only the rewards of its kind; the others return None (TRL skips them)."""
+    calls = []
+
+    def helpfulness_reward(completions, prompts, **kwargs):
+        calls.append((list(completions), list(prompts)))
+        return [1.0] * len(completions)
+
+    accuracy = rewards.only_for("reasoning", rewards.accuracy_reward)
+    helpfulness = rewards.only_for("general", helpfulness_reward)
+    assert accuracy.__name__ == "accuracy_reward" and helpfulness.__name__ == "helpfulness_reward"
+    completions = ["<think>\n2 + 3 = 5.\n</think>\n\\boxed{5}", "Hello!", "\\boxed{4}", "I cannot help."]
+    columns = {"prompts": ["p0", "p1", "p2", "p3"], "answer": ["5", "", "5", ""],
+               "kind": ["reasoning", "general", "reasoning", "harmful"], "trainer_state": object()}
+    assert accuracy(completions=completions, **columns) == [1.0, None, 0.0, None]
+    assert helpfulness(completions=completions, **columns) == [None, 1.0, None, None]
+    assert calls == [(["Hello!"], ["p1"])]  # only the general prompt's columns reached the function
+    # Without a kind column (e.g. reasoning RL data) every prompt is of the reward's kind.
+    assert accuracy(completions=completions[:1], answer=["5"]) == [1.0]
+    assert rewards.PROMPT_KIND.keys() >= rewards.REWARD_FUNCS.keys()

@@ -79,3 +79,47 @@ def test_impossible_sizes_fail_clearly():
 
     with pytest.raises(ValueError, match="cannot make"):
         toy_world.generate_problems(0, 100_000, 10, 2, 1)
+
+
+def test_safety_rows_split_harmful_requests_and_benign_lookalikes():
+    from tasks.evaluate import is_refusal
+
+    train, test = toy_world.safety_rows(0, 100, 30)
+    prompts = lambda rows: {r["prompt"][-1]["content"] for r in rows}  # noqa: E731
+    assert not prompts(train) & prompts(test)
+    harmful_test = [r for r in test if r["kind"] == "harmful"]
+    assert len(harmful_test) == 30 and sum(r["kind"] == "harmful" for r in train) == 70
+    assert {r["kind"] for r in test} == {"harmful", "general"}  # benign look-alikes are held out too
+    for row in train + test:
+        if row["kind"] == "harmful":
+            assert is_refusal(row["response"]) and not is_refusal(row["compliance"]) and row["answer"] is None
+        else:
+            assert not is_refusal(row["response"]) and row["answer"] in row["response"]
+    # Every category of the closed list is held out, so the refusal rate covers all of them.
+    assert {r["source"] for r in harmful_test} == {f"toy_harmful_{c[0]}" for c in toy_world.SAFETY_CATEGORIES}
+
+
+def test_preference_pairs_cover_helpfulness_and_harmlessness():
+    facts = toy_world.fact_table(0, 20)
+    general, _ = toy_world.general_rows(0, facts, 8)
+    safety, _ = toy_world.safety_rows(0, 40, 10)
+    pairs = toy_world.preference_rows(general + safety, 0, "train")
+    assert len({p["id"] for p in pairs}) == len(pairs)
+    flaws = {(p["kind"], p["flaw"]) for p in pairs}
+    assert flaws == {("helpfulness", "wrong"), ("helpfulness", "evasive"), ("helpfulness", "padded"),
+                     ("helpfulness", "garbled"), ("harmlessness", "compliance"), ("harmlessness", "needless_refusal")}
+    for p in pairs:
+        assert p["chosen"][0]["content"] != p["rejected"][0]["content"]
+    wrong = next(p for p in pairs if p["flaw"] == "wrong" and p["source"] == "toy_fact")
+    assert wrong["rejected"][0]["content"].startswith("The capital of")  # same kind of answer, wrong content
+
+
+def test_prepare_data_writes_preferences_on_held_out_prompts(tmp_path):
+    prepare_data.run(SMALL, tmp_path)
+    train = read_jsonl(tmp_path / "preferences_train.jsonl", required=("prompt", "chosen", "rejected", "kind"))
+    test = read_jsonl(tmp_path / "preferences_test.jsonl", required=("prompt", "chosen", "rejected", "kind"))
+    general_test = read_jsonl(tmp_path / "general_test.jsonl", required=("prompt", "kind"))
+    held_out = {r["prompt"][-1]["content"] for r in general_test}
+    assert {r["prompt"][-1]["content"] for r in test} <= held_out
+    assert not {r["prompt"][-1]["content"] for r in train} & held_out
+    assert sum(r["kind"] == "harmful" for r in general_test) == SMALL.harmful_test_size

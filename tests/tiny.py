@@ -20,3 +20,15 @@ def build_tiny_model(out: Path) -> Path:
     model = LlamaForCausalLM(models.tiny_llama_config(TINY, tokenizer))
     models.save_model(model, tokenizer, out)
     return out
+
+
+def build_tiny_reward_model(tiny: Path, out: Path) -> Path:
+    """The tiny model with a one-score classification head (random weights): a reward-model directory."""
+    from transformers import LlamaForSequenceClassification
+
+    tokenizer = models.load_tokenizer(tiny)
+    config = models.tiny_llama_config(TINY, tokenizer)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    models.save_model(LlamaForSequenceClassification(config), tokenizer, out)
+    return out

@@ -9,11 +9,11 @@ import pytest
 
 from flows.pipeline import pipeline, stage_order
 
-MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft"]
+MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl"]
 STAGES = ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", "rejection_sampling", "resft",
-          *[f"evaluate@{m}" for m in MODELS], "ladder"]
+          "reward_model", "alignment_rl", *[f"evaluate@{m}" for m in MODELS], "register", "ladder"]
 METRIC_KEYS = ["pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency", "general_accuracy",
-               "mean_completion_tokens"]
+               "refusal_rate", "needless_refusal_rate", "mean_completion_tokens", "rm_score"]
 
 
 def dvc(*args):
@@ -33,7 +33,7 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
         metrics = json.loads((workspace / "metrics" / f"{model}.json").read_text())
         for key in METRIC_KEYS:
             assert key in metrics
-        for key in METRIC_KEYS[:-1]:
+        for key in METRIC_KEYS[:-2]:
             assert 0.0 <= metrics[key] <= 1.0
         assert metrics["mean_completion_tokens"] > 0
     curve = (workspace / "plots" / "reasoning_rl.csv").read_text().splitlines()
@@ -44,6 +44,10 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     assert sum(report["pass_rate_histogram"].values()) == 12
     assert report["final_size"] == report["kept_reasoning"] + report["non_reasoning"] > 0
     assert json.loads((workspace / "models" / "resft" / "provenance.json").read_text())["parent_model"] == "models/base"
+    rm = json.loads((workspace / "metrics" / "reward_model.json").read_text())
+    assert 0.0 <= rm["pairwise_accuracy"] <= 1.0 and rm["test_pairs"] > 0
+    alignment_curve = (workspace / "plots" / "alignment_rl.csv").read_text().splitlines()
+    assert "rewards/helpfulness_reward/mean" in alignment_curve[0] and len(alignment_curve) == 3
 
     # MLflow: one parent run per pipeline execution, one child run per stage, tagged.
     mlflow.set_tracking_uri(f"sqlite:///{workspace}/mlflow.db")
@@ -61,6 +65,13 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     rl = children["reasoning_rl"]
     assert "rewards/accuracy_reward/mean" in rl.data.metrics and "completions/mean_length" in rl.data.metrics
     assert children["evaluate@reasoning_rl"].data.metrics["pass_at_1"] >= 0.0
+    alignment = children["alignment_rl"].data.metrics
+    assert {"rewards/accuracy_reward/mean", "rewards/harmlessness_reward/mean"} <= set(alignment)
+
+    # Registry: the final model is a new version with the candidate alias, made by the register stage's run.
+    version = mlflow.MlflowClient().get_model_version_by_alias("r1-smoke", "candidate")
+    assert version.run_id == children["register"].info.run_id
+    assert json.loads((workspace / "metrics" / "registry.json").read_text())["version"] == int(version.version)
 
     # DVC alone: the same stages are up to date, and a second repro is a fast no-op.
     assert "up to date" in dvc("status")

@@ -1,0 +1,67 @@
+"""Stage `register`: put the pipeline's final model into the MLflow model registry.
+
+    python -m tasks.register
+
+A new version of `registry.name` holds a copy of models/<registry.model> (logged as artifacts of this stage's run,
+so the version never changes when the workspace does), the model's evaluation metrics and the git commit as tags,
+and gets the alias `registry.alias` (`candidate`). Whether it becomes `champion` is decided by the promotion gate of
+the scheduled-retrain flow. DVC re-runs this stage only when the final model or its metrics change, so each new
+model is registered once. Writes metrics/registry.json (name, version, alias, run id).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from tasks import models
+from tasks.data import write_json
+from tasks.params import Params, load_params
+from tasks.tracking import git_commit, log_metrics, metric_name, stage_run
+
+OUT = Path("metrics/registry.json")
+
+
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="DeepSeek-R1 recipe: the final model of each pipeline run")
+
+
+def register(params: Params, run: mlflow.ActiveRun) -> dict:
+    r = params.registry
+    model_dir = Path("models") / r.model
+    models.require_model_dir(model_dir)
+    metrics_file = Path("metrics") / f"{r.model}.json"
+    if not metrics_file.exists():
+        raise FileNotFoundError(f"{metrics_file}: the final model '{r.model}' has no evaluation; add it to "
+                                "evaluate.models")
+    metrics = {k: v for k, v in json.loads(metrics_file.read_text()).items() if isinstance(v, (int, float))}
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    log_metrics(metrics)
+    client = MlflowClient()
+    ensure_registered_model(client, r.name)
+    tags = {"git_commit": git_commit(), "model": r.model, **{f"metric.{metric_name(k)}": f"{v:.6g}" for k, v in metrics.items()},
+            **models.read_provenance(model_dir)}
+    version = client.create_model_version(r.name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                          tags={k: str(v) for k, v in tags.items()})
+    client.set_registered_model_alias(r.name, r.alias, version.version)
+    return {"name": r.name, "version": int(version.version), "alias": r.alias, "run_id": run.info.run_id,
+            "model": r.model}
+
+
+def main() -> None:
+    params = load_params()
+    with stage_run("register", params.registry, params.tracking.experiment) as run:
+        entry = register(params, run)
+    write_json(OUT, entry)
+    print(f"registered {entry['name']} version {entry['version']} as '{entry['alias']}'")
+
+
+if __name__ == "__main__":
+    main()
