@@ -66,7 +66,10 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     assert "rewards/accuracy_reward/mean" in rl.data.metrics and "completions/mean_length" in rl.data.metrics
     assert children["evaluate@reasoning_rl"].data.metrics["pass_at_1"] >= 0.0
     alignment = children["alignment_rl"].data.metrics
-    assert {"rewards/accuracy_reward/mean", "rewards/harmlessness_reward/mean"} <= set(alignment)
+    # A reward none of a step's prompts applies to is NaN that step, and MLflow skips it: the smoke run's few
+    # prompts may hold no harmful request.
+    assert "rewards/accuracy_reward/mean" in alignment
+    assert {"rewards/helpfulness_reward/mean", "rewards/harmlessness_reward/mean"} & set(alignment)
 
     # Registry: the final model is a new version with the candidate alias, made by the register stage's run.
     version = mlflow.MlflowClient().get_model_version_by_alias("r1-smoke", "candidate")
