@@ -66,10 +66,10 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     assert "rewards/accuracy_reward/mean" in rl.data.metrics and "completions/mean_length" in rl.data.metrics
     assert children["evaluate@reasoning_rl"].data.metrics["pass_at_1"] >= 0.0
     alignment = children["alignment_rl"].data.metrics
-    # A reward none of a step's prompts applies to is NaN that step, and MLflow skips it: the smoke run's few
-    # prompts may hold no harmful request.
+    # A reward none of a step's prompts applies to is NaN that step and MLflow skips its mean (the smoke run's
+    # few prompts may hold no general one), but TRL's per-function timing shows every reward function ran.
     assert "rewards/accuracy_reward/mean" in alignment
-    assert {"rewards/helpfulness_reward/mean", "rewards/harmlessness_reward/mean"} & set(alignment)
+    assert any("helpfulness_reward" in k for k in alignment) and any("harmlessness_reward" in k for k in alignment)
 
     # Registry: the final model is a new version with the candidate alias, made by the register stage's run.
     version = mlflow.MlflowClient().get_model_version_by_alias("r1-smoke", "candidate")
