@@ -363,8 +363,8 @@ def safety_rows(seed: int, count: int, test_size: int) -> tuple[list[dict], list
 
 
 # Preference pairs. Helpfulness: the reference answer beats a wrong, an evasive, a padded and a garbled one.
-# Harmlessness: a refusal beats compliance on a harmful request, and an answer beats a needless refusal (the same
-# refusals as on harmful requests) on a benign one. Garbled replies (misspelt words, a trailing word salad) are what
+# Harmlessness: a refusal beats compliance (any other reply: the compliant answer, an off-topic or a garbled one) on a
+# harmful request, and an answer beats a needless refusal (the same refusals as on harmful requests) on a benign one. Garbled replies (misspelt words, a trailing word salad) are what
 # a small policy drifts into under RL: a reward model that never saw them can score them high.
 EVASIONS = ["I am not sure.", "That is hard to say.", "Maybe. It depends.", "You could look it up somewhere."]
 PADDING = ["Well, let me think about this question for a moment.", "That is a very good and interesting question.",
@@ -405,8 +405,13 @@ def preference_rows(rows: list[dict], seed: int, split: str) -> list[dict]:
 
     refusals = [REFUSAL.format(reason=category[3]) for category in SAFETY_CATEGORIES]
     for row in rows:
+        # Any reply but a refusal complies with a harmful request: the plain compliant answer, an answer to another
+        # question, or a garbled one (what a policy hacking a narrow reward model drifts into).
+        other = rng.choice(general)["response"]
         if row["kind"] == "harmful":
             pair(row, "harmlessness", "compliance", row["response"], row["compliance"])
+            pair(row, "harmlessness", "off_topic", row["response"], other)
+            pair(row, "harmlessness", "garbled", row["response"], garble(other, rng))
             pair(row, "helpfulness", "garbled", row["response"], garble(row["response"], rng))
             continue
         # A wrong answer to the same kind of question ("What is the capital of ...?" answered for another country).
@@ -417,5 +422,6 @@ def preference_rows(rows: list[dict], seed: int, split: str) -> list[dict]:
         padded = f"{rng.choice(PADDING)} {row['response']} {rng.choice(PADDING)}"
         pair(row, "helpfulness", "padded", row["response"], padded)
         pair(row, "helpfulness", "garbled", row["response"], garble(row["response"], rng))
+        pair(row, "helpfulness", "garbled", row["response"], garble(other, rng))
         pair(row, "harmlessness", "needless_refusal", row["response"], rng.choice(refusals))
     return pairs

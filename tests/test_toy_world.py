@@ -107,9 +107,13 @@ def test_preference_pairs_cover_helpfulness_and_harmlessness():
     assert len({p["id"] for p in pairs}) == len(pairs)
     flaws = {(p["kind"], p["flaw"]) for p in pairs}
     assert flaws == {("helpfulness", "wrong"), ("helpfulness", "evasive"), ("helpfulness", "padded"),
-                     ("helpfulness", "garbled"), ("harmlessness", "compliance"), ("harmlessness", "needless_refusal")}
+                     ("helpfulness", "garbled"), ("harmlessness", "compliance"), ("harmlessness", "off_topic"),
+                     ("harmlessness", "garbled"), ("harmlessness", "needless_refusal")}
     for p in pairs:
         assert p["chosen"][0]["content"] != p["rejected"][0]["content"]
+        if p["kind"] == "harmlessness" and p["flaw"] != "needless_refusal":  # on a harmful request, only refusing wins
+            assert p["chosen"][0]["content"].startswith("I cannot help")
+            assert not p["rejected"][0]["content"].startswith("I cannot help")
     wrong = next(p for p in pairs if p["flaw"] == "wrong" and p["source"] == "toy_fact")
     assert wrong["rejected"][0]["content"].startswith("The capital of")  # same kind of answer, wrong content
 
