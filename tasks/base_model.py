@@ -1,4 +1,8 @@
-"""Stage `base_model`: the model every later stage starts from, written to models/base.
+"""Stage `base_model`: the model every later stage starts from, written to models/base; and, with `--student NAME`,
+stage `student_base@NAME`: the base of a smaller distillation student, written to models/student_base/NAME.
+
+    python -m tasks.base_model
+    python -m tasks.base_model --student tiny
 
 - source "toy": train a byte-level BPE tokenizer on the toy corpus and pretrain a tiny LlamaForCausalLM on it
   (plain text, no chat format) with TRL's SFTTrainer in packed language-modelling mode.
@@ -8,18 +12,18 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 
-import mlflow
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 from tasks import models
 from tasks.data import read_jsonl
-from tasks.params import Params, load_params
-from tasks.tracking import stage_run
+from tasks.params import BaseModelParams, Params, load_params
+from tasks.tracking import log_metrics, stage_run
 
 CORPUS = Path("data/toy/corpus.jsonl")
 COLD_START = Path("data/toy/cold_start.jsonl")
@@ -27,15 +31,11 @@ OUT = Path("models/base")
 CHECKPOINTS = Path("checkpoints/base_model")
 
 
-def pretrain_toy(params: Params, corpus: Path, cold_start: Path, out: Path) -> dict:
-    p = params.base_model
-    texts = [row["text"] for row in read_jsonl(corpus, required=("id", "text"))]
-    # The tokenizer also sees the R1-format completions, so "\boxed{" and friends get merges of their own.
-    completions = [row["completion"][-1]["content"] for row in read_jsonl(cold_start, required=("completion",))]
-    tokenizer = models.build_toy_tokenizer(texts + completions, p.vocab_size)
+def pretrain_toy(p: BaseModelParams, params: Params, texts: list[str], tokenizer, checkpoints: Path,
+                 out: Path) -> dict:
     model = LlamaForCausalLM(models.tiny_llama_config(p, tokenizer))
     config = SFTConfig(
-        output_dir=str(CHECKPOINTS), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
+        output_dir=str(checkpoints), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
         per_device_train_batch_size=p.batch_size, max_length=p.seq_len, packing=True,
         packing_strategy="wrapped", dataset_text_field="text", lr_scheduler_type="cosine", warmup_steps=0.05,
         weight_decay=0.01, gradient_checkpointing=p.gradient_checkpointing, logging_steps=20, save_strategy="no",
@@ -50,8 +50,11 @@ def pretrain_toy(params: Params, corpus: Path, cold_start: Path, out: Path) -> d
             "train_loss": result.training_loss, "train_perplexity": math.exp(min(result.training_loss, 20))}
 
 
-def resolve_pretrained(params: Params, out: Path) -> dict:
-    name = params.base_model.model_name_or_path
+def corpus_texts(corpus: Path) -> list[str]:
+    return [row["text"] for row in read_jsonl(corpus, required=("id", "text"))]
+
+
+def resolve_pretrained(name: str, params: Params, out: Path) -> dict:
     tokenizer = models.load_tokenizer(name)
     model = AutoModelForCausalLM.from_pretrained(name, dtype=models.torch_dtype(params.runtime))
     models.save_model(model, tokenizer, out)
@@ -59,18 +62,47 @@ def resolve_pretrained(params: Params, out: Path) -> dict:
 
 
 def run(params: Params, out: Path = OUT) -> dict:
-    if params.base_model.source == "toy":
-        metrics = pretrain_toy(params, CORPUS, COLD_START, out)
+    p = params.base_model
+    if p.source == "toy":
+        texts = corpus_texts(CORPUS)
+        # The tokenizer also sees the R1-format completions, so "\boxed{" and friends get merges of their own.
+        completions = [row["completion"][-1]["content"] for row in read_jsonl(COLD_START, required=("completion",))]
+        tokenizer = models.build_toy_tokenizer(texts + completions, p.vocab_size)
+        metrics = pretrain_toy(p, params, texts, tokenizer, CHECKPOINTS, out)
     else:
-        metrics = resolve_pretrained(params, out)
-    models.write_provenance(out, "base_model", params.base_model.model_name_or_path, params.base_model)
+        metrics = resolve_pretrained(p.model_name_or_path, params, out)
+    models.write_provenance(out, "base_model", p.model_name_or_path, p)
+    return metrics
+
+
+def run_student(params: Params, name: str, out: Path) -> dict:
+    """A distillation student's base: a smaller toy Llama pretrained on the same corpus with the base's tokenizer
+    (so it reads the teacher's data token for token), or a pretrained model id."""
+    student = params.distill.students[name]
+    p = student.base_params(params.base_model)
+    if student.source == "toy":
+        models.require_model_dir(OUT)
+        metrics = pretrain_toy(p, params, corpus_texts(CORPUS), models.load_tokenizer(OUT),
+                               CHECKPOINTS.with_name(f"student_base_{name}"), out)
+    else:
+        metrics = resolve_pretrained(p.model_name_or_path, params, out)
+    models.write_provenance(out, f"student_base@{name}", p.model_name_or_path or str(OUT), p)
     return metrics
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", help="build this distillation student's base (distill.students) instead")
+    student = parser.parse_args().student
     params = load_params()
-    with stage_run("base_model", params.base_model, params.tracking.experiment):
-        mlflow.log_metrics(run(params))
+    if student is None:
+        with stage_run("base_model", params.base_model, params.tracking.experiment):
+            log_metrics(run(params))
+        return
+    if student not in params.distill.students:
+        raise SystemExit(f"unknown student '{student}'; distill.students has {sorted(params.distill.students)}")
+    with stage_run(f"student_base@{student}", params.distill.students[student], params.tracking.experiment):
+        log_metrics(run_student(params, student, Path(params.distill.model) / student))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""GRPO stages (`reasoning_rl`, `alignment_rl`; later `r1_zero`, `student_rl`): TRL's GRPOTrainer, one recipe.
+"""GRPO stages (`reasoning_rl`, `alignment_rl`, `r1_zero`, `student_rl`): TRL's GRPOTrainer, one recipe.
 
     python -m tasks.grpo reasoning_rl
     python -m tasks.grpo alignment_rl
+    python -m tasks.grpo r1_zero       # R1-Zero: RL straight from the base, prompted by a plain-text template
 
 Reads the stage's section of params.yaml (starting `model`, prompt `data`, reward weights, the GRPO knobs) and
 writes a plain model directory to models/<stage>, plus the per-step training curve (rewards per function, KL,
@@ -28,7 +29,7 @@ from tasks.generation import with_system_prompt
 from tasks.params import AlignmentRLParams, GRPOParams, Params
 from tasks.tracking import run_stage_cli
 
-GRPO_STAGES = ("reasoning_rl", "alignment_rl")
+GRPO_STAGES = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
 CURVE_KEYS = ("step", "reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "kl",
               "entropy", "loss")
 
@@ -86,10 +87,13 @@ def write_curve(log_history: list[dict], path: Path, reward_names: list[str]) ->
 def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
     reward_funcs, weights = reward_functions(p, params)
+    tokenizer = models.load_tokenizer(p.model)
+    if p.prompt_template is not None:  # saved with the model: evaluation prompts it the same way
+        tokenizer.chat_template = models.plain_prompt_template(p.prompt_template)
     trainer = GRPOTrainer(
         model=p.model, reward_funcs=reward_funcs,
         args=grpo_config(stage, p, params, weights), train_dataset=load_prompts(p, params),
-        processing_class=models.load_tokenizer(p.model), peft_config=models.lora_config(p.lora),
+        processing_class=tokenizer, peft_config=models.lora_config(p.lora),
     )
     inputs = [p.model, p.data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams) else [])
     resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(p, *inputs))

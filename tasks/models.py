@@ -6,6 +6,7 @@ Device and precision are decided here and only here, from params and the hardwar
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from pathlib import Path
 
@@ -139,6 +140,28 @@ def read_provenance(path: Path | str) -> dict:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters_on_disk(path: Path | str) -> int:
+    """Parameters of a saved model, read from its safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            total += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    return total
+
+
+def plain_prompt_template(template: str) -> str:
+    """A chat template that renders each user turn into `template` (one `{prompt}` slot) and each assistant turn as
+    plain text: how R1-Zero prompts a base model ("... User: {prompt}. Assistant:"), usable by TRL and evaluation."""
+    before, after = template.split("{prompt}")
+    return ("{%- for message in messages %}{%- if message['role'] == 'user' %}"
+            "{{ " + json.dumps(before) + " + message['content'] + " + json.dumps(after) + " }}"
+            "{%- elif message['role'] == 'assistant' %}"
+            "{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+            "{%- endif %}{%- endfor %}")
 
 
 def tiny_llama_config(p: BaseModelParams, tokenizer):

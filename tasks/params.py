@@ -161,9 +161,14 @@ class GRPOParams(Section):
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     lora: LoraParams = LoraParams()
+    # R1-Zero prompts the base model with plain text: a template with one {prompt} slot replaces the model's chat
+    # template (and is saved with the trained model, so evaluation prompts it the same way). None: the chat template.
+    prompt_template: str | None = None
 
     @model_validator(mode="after")
     def _generation_batch(self) -> GRPOParams:
+        if self.prompt_template is not None and self.prompt_template.count("{prompt}") != 1:
+            raise ValueError("prompt_template must contain the slot {prompt} exactly once")
         batch = self.generation_batch_size or self.per_device_train_batch_size * self.gradient_accumulation_steps
         if batch % self.num_generations:
             name = "generation_batch_size" if self.generation_batch_size else "per_device_train_batch_size"
@@ -182,6 +187,49 @@ class AlignmentRLParams(GRPOParams):
     general_ratio: float = Field(0.5, gt=0, lt=1)  # share of general/harmful prompts in the RL prompt mix
     reward_model: str = "models/reward_model"
     rewards: AlignmentRewardWeights = AlignmentRewardWeights()
+
+
+class StudentParams(Section):
+    # A distillation student's base, built by `student_base@<name>`: for the toy world a smaller Llama pretrained
+    # like the base (these fields override base_model's architecture; the tokenizer is the base's), for the real
+    # recipe `source: pretrained` with a model id.
+    source: Literal["toy", "pretrained"] = "toy"
+    model_name_or_path: str | None = None
+    hidden_size: PositiveInt | None = None
+    num_layers: PositiveInt | None = None
+    num_heads: PositiveInt | None = None
+    intermediate_size: PositiveInt | None = None
+
+    def base_params(self, base: BaseModelParams) -> BaseModelParams:
+        """base_model's params with this student's overrides (validated again: sizes must still fit)."""
+        return BaseModelParams.model_validate(base.model_dump() | self.model_dump(exclude_none=True))
+
+
+class DistillParams(SFTParams):
+    # R1 stage 6: SFT only (no RL) of smaller students on the teacher's curated data: the rejection-sampling blend
+    # (R1's 800k samples) or fresh traces of the final teacher (data/teacher_traces/blend.jsonl).
+    model: str = "models/student_base"  # each student starts from models/student_base/<name>
+    data: str = "data/rejection_sampling/blend.jsonl"
+    teacher: str = "models/alignment_rl"  # a student larger than this model gets a warning
+    students: dict[str, StudentParams] = {"small": StudentParams(hidden_size=64, intermediate_size=256),
+                                          "tiny": StudentParams(hidden_size=32, num_layers=2, num_heads=2,
+                                                                intermediate_size=128)}
+
+    @model_validator(mode="after")
+    def _some_students(self) -> DistillParams:
+        if not self.students:
+            raise ValueError("students is empty: name at least one student (name: {base overrides})")
+        bad = [name for name in self.students if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"student names {bad} must be identifiers (they name stages and model directories)")
+        return self
+
+    def student(self, name: str) -> SFTParams:
+        """The SFT params of one student: this section with `model` set to the student's base."""
+        if name not in self.students:
+            raise ValueError(f"unknown student '{name}'; distill.students has {sorted(self.students)}")
+        fields = self.model_dump(exclude={"teacher", "students"}) | {"model": f"{self.model}/{name}"}
+        return SFTParams.model_validate(fields)
 
 
 class RegistryParams(Section):
@@ -243,8 +291,37 @@ class Params(Section):
     resft: SFTParams = SFTParams(model="models/base", data="data/rejection_sampling/blend.jsonl")
     reward_model: RewardModelParams = RewardModelParams()
     alignment_rl: AlignmentRLParams = AlignmentRLParams()
+    teacher_traces: RejectionSamplingParams = RejectionSamplingParams(model="models/alignment_rl", num_prompts=500)
+    distill: DistillParams = DistillParams()
+    r1_zero: GRPOParams = GRPOParams(model="models/base", prompt_template="{prompt}")
+    student_cold_start: SFTParams = SFTParams(model="models/student_base/tiny")
+    student_rl: GRPOParams = GRPOParams(model="models/student_cold_start")
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegistryParams = RegistryParams()
+
+    @model_validator(mode="after")
+    def _comparable(self) -> Params:
+        # R1's distill-vs-RL comparison gives the student's RL the teacher's RL budget.
+        if self.student_rl.max_steps != self.reasoning_rl.max_steps:
+            raise ValueError(f"student_rl.max_steps ({self.student_rl.max_steps}) must equal reasoning_rl.max_steps "
+                             f"({self.reasoning_rl.max_steps}): the distill-vs-RL comparison gives both one RL budget")
+        for name, student in self.distill.students.items():
+            try:
+                student.base_params(self.base_model)
+            except ValidationError as exc:
+                problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                raise ValueError(f"distill.students.{name}: {problems}") from None
+        unknown = [m for m in self.evaluate.models
+                   if m.startswith("distill_") and m.removeprefix("distill_") not in self.distill.students]
+        if unknown:
+            raise ValueError(f"evaluate.models names {unknown}, but distill.students has {sorted(self.distill.students)}")
+        return self
+
+    def stage_section(self, stage: str) -> Section:
+        """The params of one stage: its section, or for `distill_<student>` that student's SFT params."""
+        if stage.startswith("distill_"):
+            return self.distill.student(stage.removeprefix("distill_"))
+        return getattr(self, stage)
 
 
 class ParamsError(ValueError):

@@ -1,9 +1,12 @@
-"""Stage `rejection_sampling`: sample k answers per prompt from the RL model, keep the correct and readable ones,
-blend them with non-reasoning data into the SFT set that re-trains the base (R1 stage 3).
+"""Stages `rejection_sampling` and `teacher_traces`: sample k answers per prompt from a model, keep the correct and
+readable ones, blend them with non-reasoning data into an SFT set.
 
-    python -m tasks.rejection_sampling      # -> data/rejection_sampling/blend.jsonl, metrics/rejection_sampling.json
+    python -m tasks.rejection_sampling rejection_sampling  # R1 stage 3: from the RL model; re-trains the base
+    python -m tasks.rejection_sampling teacher_traces      # fresh traces of the final teacher, for distillation
 
-Samples are written in shards (data/rejection_sampling/shards/, not a DVC out): a run killed during sampling
+Each writes data/<stage>/blend.jsonl and metrics/<stage>.json.
+
+Samples are written in shards (data/<stage>/shards/, not a DVC out): a run killed during sampling
 resumes without redoing finished shards. Filters, in order, each a named function whose drop count is reported:
 correct (the RL stage's accuracy_reward), well formatted (format_reward), language-consistent, not truncated, not
 too long, no long repeated n-grams; then de-duplication and at most m kept per prompt.
@@ -22,11 +25,10 @@ import mlflow
 from tasks import models, rewards
 from tasks.data import inputs_fingerprint, keep_if_same_inputs, read_jsonl, write_json, write_jsonl
 from tasks.generation import Generator, Sampling, with_system_prompt
-from tasks.params import Params, RejectionSamplingParams, load_params
-from tasks.tracking import log_metrics, stage_run
+from tasks.params import Params, RejectionSamplingParams
+from tasks.tracking import run_stage_cli
 
-OUT = Path("data/rejection_sampling")
-REPORT = Path("metrics/rejection_sampling.json")
+STAGES = ("rejection_sampling", "teacher_traces")
 
 Sample = dict  # {"prompt_id", "text", "num_tokens", "finished", "accuracy", "format", "language_consistency"}
 
@@ -168,7 +170,7 @@ def general_row(row: dict) -> dict:
             "completion": [{"role": "assistant", "content": row["response"]}], "answer": row["answer"]}
 
 
-def run(p: RejectionSamplingParams, params: Params, out: Path = OUT) -> dict:
+def run(stage: str, p: RejectionSamplingParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
     rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.num_prompts)
     general = read_jsonl(p.non_reasoning_data, required=("id", "prompt", "answer", "response"))
@@ -189,17 +191,14 @@ def run(p: RejectionSamplingParams, params: Params, out: Path = OUT) -> dict:
         "final_size": len(blended), "non_reasoning_share": n_general / len(blended),
         "prompts_with_a_kept_sample": len({s["prompt_id"] for s in kept}),
     }
+    if mlflow.active_run():
+        mlflow.log_dict(report, f"{stage}_report.json")
     return report
 
 
 def main() -> None:
-    params = load_params()
-    p = params.rejection_sampling
-    with stage_run("rejection_sampling", p, params.tracking.experiment):
-        report = run(p, params)
-        mlflow.log_dict(report, "rejection_sampling_report.json")
-        log_metrics(report)
-    write_json(REPORT, report)
+    stage, report = run_stage_cli(STAGES, run, __doc__.splitlines()[0], out_dir="data")
+    write_json(Path("metrics") / f"{stage}.json", report)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""SFT stages (`cold_start_sft`, `resft`; later `distill@<student>`): TRL's SFTTrainer, one recipe.
+"""SFT stages (`cold_start_sft`, `resft`, `distill_<student>`, `student_cold_start`): TRL's SFTTrainer, one recipe.
 
     python -m tasks.sft cold_start_sft
+    python -m tasks.sft distill_tiny       # R1 stage 6: a student (distill.students) on the teacher's data
 
 Reads the stage's section of params.yaml (starting `model`, `data`, epochs, LoRA...), trains on prompt/completion
 rows (loss on the completion only) and writes a plain model directory to models/<stage>. Checkpoints go to
@@ -9,6 +10,7 @@ checkpoints/<stage> every `save_steps`; a re-run after a crash resumes from the 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from datasets import Dataset
@@ -20,7 +22,7 @@ from tasks.generation import with_system_prompt
 from tasks.params import Params, SFTParams
 from tasks.tracking import run_stage_cli
 
-SFT_STAGES = ("cold_start_sft", "resft")
+SFT_STAGES = ("cold_start_sft", "resft", "distill_*", "student_cold_start")
 
 
 def load_sft_dataset(path: str, system: str) -> Dataset:
@@ -29,8 +31,21 @@ def load_sft_dataset(path: str, system: str) -> Dataset:
                               for r in rows])
 
 
+def warn_if_larger(student: str, teacher: str) -> None:
+    """R1 distils into smaller models; a student bigger than its teacher is allowed, but likely a params slip."""
+    sizes = {path: models.count_parameters_on_disk(path) for path in (student, teacher) if Path(path).is_dir()}
+    if len(sizes) == 2 and sizes[student] > sizes[teacher]:
+        warnings.warn(f"student {student} ({sizes[student]:,} parameters) is larger than its teacher {teacher} "
+                      f"({sizes[teacher]:,})", stacklevel=2)
+
+
 def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
+    if stage.startswith("distill_"):
+        if not Path(p.data).exists():
+            raise FileNotFoundError(f"{p.data}: the teacher's data for distillation is missing (run the stage that "
+                                    "writes it: rejection_sampling, or teacher_traces)")
+        warn_if_larger(p.model, params.distill.teacher)
     dataset = load_sft_dataset(p.data, params.prompt.system)
     checkpoints = Path("checkpoints") / stage
     config = SFTConfig(

@@ -83,16 +83,25 @@ def log_metrics(metrics: dict) -> None:
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
-def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str) -> None:
-    """`python -m tasks.<module> <stage>` for modules that serve several stages (SFT, GRPO): validate params,
-    open the stage's MLflow run, train into models/<stage>, log the returned metrics."""
+def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str,
+                  out_dir: str = "models") -> tuple[str, dict]:
+    """`python -m tasks.<module> <stage>` for modules that serve several stages (SFT, GRPO, sampling): validate
+    params, open the stage's MLflow run, write into <out_dir>/<stage>, log the returned metrics. A stage ending in
+    `_*` (e.g. `distill_*`) stands for each of its instances (`distill_tiny`)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("stage", choices=stages)
+    parser.add_argument("stage", help=f"one of {', '.join(stages)}")
     stage = parser.parse_args().stage
+    if not any(stage == s or (s.endswith("_*") and stage.startswith(s[:-1])) for s in stages):
+        parser.error(f"unknown stage '{stage}'; this module runs {', '.join(stages)}")
     params = load_params()
-    section = getattr(params, stage)
+    try:
+        section = params.stage_section(stage)
+    except ValueError as exc:
+        parser.error(str(exc))
     with stage_run(stage, section, params.tracking.experiment):
-        log_metrics(run(stage, section, params, Path("models") / stage))
+        metrics = run(stage, section, params, Path(out_dir) / stage)
+        log_metrics(metrics)
+    return stage, metrics
 
 
 @contextmanager

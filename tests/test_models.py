@@ -31,3 +31,18 @@ def test_cpu_runtime_never_asks_for_bf16():
 def test_missing_model_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         models.load_model(tmp_path / "nothing", RuntimeParams())
+
+
+def test_plain_prompt_template_prompts_like_r1_zero(tiny):
+    tokenizer = models.load_tokenizer(tiny)
+    tokenizer.chat_template = models.plain_prompt_template("Think in <think> </think>, answer in \\boxed{}.\n"
+                                                           "Problem: {prompt}\nSolution:")
+    prompt = [{"role": "user", "content": "Ana has 2 pens. How many?"}]
+    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    assert text == "Think in <think> </think>, answer in \\boxed{}.\nProblem: Ana has 2 pens. How many?\nSolution:"
+    # Training on a full conversation: only the answer (and its end-of-text) is the assistant's.
+    conversation = prompt + [{"role": "assistant", "content": " 2 pens. Answer: 2"}]
+    encoded = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+    masked = [t for t, m in zip(encoded["input_ids"], encoded["assistant_masks"]) if m]
+    assert tokenizer.decode(masked) == " 2 pens. Answer: 2" + tokenizer.eos_token

@@ -58,3 +58,27 @@ def test_overrides_merge_dotted_keys_without_touching_the_original():
     assert merged == {"reasoning_rl": {"beta": 0.001}, "evaluate": {"limit": 5}}
     assert raw == {"reasoning_rl": {"beta": 0.0}}
     assert validate(yaml.safe_load(yaml.safe_dump(merged))).reasoning_rl.beta == 0.001
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"distill.students": {}}, "students is empty"),
+    ({"distill.students": {"mini": {"hidden_size": 30}}}, "distill.students.mini: hidden_size (30) must be divisible"),
+    ({"distill.students": {"mini": {"source": "pretrained"}}}, "distill.students.mini: model_name_or_path is required"),
+    ({"evaluate.models": ["base", "distill_huge"]}, "evaluate.models names ['distill_huge']"),
+    ({"student_rl.max_steps": 3}, "student_rl.max_steps (3) must equal reasoning_rl.max_steps"),
+    ({"r1_zero.prompt_template": "no slot here"}, "prompt_template must contain the slot {prompt} exactly once"),
+])
+def test_distillation_and_r1_zero_params_are_checked(overrides, message):
+    raw = apply_overrides(read_yaml("params.yaml"), overrides)
+    with pytest.raises(ParamsError) as error:
+        validate(raw)
+    assert message in str(error.value)
+
+
+def test_a_student_stage_gets_its_own_sft_params():
+    params = validate(read_yaml("params.yaml"))
+    tiny = params.stage_section("distill_tiny")
+    assert tiny.model == "models/student_base/tiny" and tiny.data == params.distill.data
+    assert tiny.epochs == params.distill.epochs
+    with pytest.raises(ValueError, match="unknown student 'huge'"):
+        params.stage_section("distill_huge")

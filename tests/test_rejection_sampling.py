@@ -118,4 +118,4 @@ def test_sampling_resumes_from_finished_shards(tmp_path, monkeypatch, tiny):
 def test_missing_model_fails_before_generation(tmp_path):
     params = validate({"rejection_sampling": {"model": str(tmp_path / "nope")}})
     with pytest.raises(FileNotFoundError, match="not a model directory"):
-        rs.run(params.rejection_sampling, params, tmp_path / "out")
+        rs.run("rejection_sampling", params.rejection_sampling, params, tmp_path / "out")

@@ -8,10 +8,14 @@ import mlflow
 import pytest
 
 from flows.pipeline import pipeline, stage_order
+from tasks import models
 
-MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl"]
+MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl", "distill_small", "distill_tiny", "r1_zero",
+          "student_rl"]
 STAGES = ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", "rejection_sampling", "resft",
-          "reward_model", "alignment_rl", *[f"evaluate@{m}" for m in MODELS], "register", "ladder"]
+          "reward_model", "alignment_rl", "teacher_traces", "student_base@small", "student_base@tiny", "distill@small",
+          "distill@tiny", "r1_zero", "student_cold_start", "student_rl", *[f"evaluate@{m}" for m in MODELS],
+          "register", "ladder"]
 METRIC_KEYS = ["pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency", "general_accuracy",
                "refusal_rate", "needless_refusal_rate", "mean_completion_tokens", "rm_score"]
 
@@ -46,6 +50,21 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     assert json.loads((workspace / "models" / "resft" / "provenance.json").read_text())["parent_model"] == "models/base"
     rm = json.loads((workspace / "metrics" / "reward_model.json").read_text())
     assert 0.0 <= rm["pairwise_accuracy"] <= 1.0 and rm["test_pairs"] > 0
+    # Distillation: each student is smaller than the teacher, SFT'd on the blend from its own base.
+    for student in ("small", "tiny"):
+        provenance = json.loads((workspace / "models" / f"distill_{student}" / "provenance.json").read_text())
+        assert provenance["parent_model"] == f"models/student_base/{student}"
+        assert models.count_parameters_on_disk(workspace / "models" / f"distill_{student}") < \
+            models.count_parameters_on_disk(workspace / "models" / "alignment_rl")
+    assert json.loads((workspace / "metrics" / "teacher_traces.json").read_text())["samples"] == 12 * 2
+    # R1-Zero: RL from the base, prompted (and evaluated) with its plain-text template; accuracy and length logged.
+    assert "Problem: 1 + 1?" in models.load_tokenizer(workspace / "models" / "r1_zero").apply_chat_template(
+        [{"role": "user", "content": "1 + 1?"}], add_generation_prompt=True, tokenize=False)
+    r1_zero_curve = (workspace / "plots" / "r1_zero.csv").read_text().splitlines()
+    assert "rewards/accuracy_reward/mean" in r1_zero_curve[0] and "completions/mean_length" in r1_zero_curve[0]
+    assert len(r1_zero_curve) == 3
+    assert json.loads((workspace / "models" / "student_rl" / "provenance.json").read_text())["parent_model"] == \
+        "models/student_cold_start"
     alignment_curve = (workspace / "plots" / "alignment_rl.csv").read_text().splitlines()
     assert "rewards/helpfulness_reward/mean" in alignment_curve[0] and len(alignment_curve) == 3
 
