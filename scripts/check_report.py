@@ -1,7 +1,7 @@
 """Render the run report in headless Chromium and save a screenshot: the check that it displays with no network.
 
     python scripts/check_report.py                       # reports/report.html -> reports/report.png
-    python scripts/check_report.py --report R --screenshot S.png
+    python scripts/check_report.py --report R --screenshot S.png --height 8000   # the whole page, taller
 
 Chromium runs with networking-related background work off; the report has no external URL to fetch anyway (the
 test suite checks that). Fails with a clear message when Chromium is not installed, or when the screenshot is not
@@ -29,12 +29,12 @@ def find_browser() -> str:
              "`apt-get install chromium` (Debian/Ubuntu)")
 
 
-def screenshot(report: Path, out: Path, browser: str) -> None:
+def screenshot(report: Path, out: Path, browser: str, height: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--no-first-run", "--hide-scrollbars", f"--screenshot={out.resolve()}",
-           "--window-size=1280,4000", report.resolve().as_uri()]
+           f"--window-size=1280,{height}", report.resolve().as_uri()]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if result.returncode or not out.exists():
         sys.exit(f"check_report: Chromium failed (exit code {result.returncode}):\n{result.stderr[-2000:]}")
@@ -46,10 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=Path("reports/report.html"))
     parser.add_argument("--screenshot", type=Path, default=Path("reports/report.png"))
+    parser.add_argument("--height", type=int, default=4000, help="window height in pixels (the screenshot's)")
     args = parser.parse_args()
     if not args.report.exists():
         sys.exit(f"check_report: {args.report} not found; build it first with `make report`")
-    screenshot(args.report, args.screenshot, find_browser())
+    screenshot(args.report, args.screenshot, find_browser(), args.height)
     print(f"rendered {args.report} -> {args.screenshot} ({args.screenshot.stat().st_size:,} bytes)")
 
 

@@ -411,7 +411,7 @@ def provenance_section(data: dict) -> str:
     dirty = {True: "yes (uncommitted changes below)", False: "no", None: "unknown"}[git["dirty"]]
     changes = f"<pre>{esc(chr(10).join(git['changes']))}</pre>" if git["changes"] else ""
     rows = [[esc(s["stage"]), f"<code>{esc(s['mlflow_run_id'] or '–')}</code>",
-             "<br>".join(f"<code>{esc(path)}: {esc(md5)}</code>" for path, md5 in s["outs"].items()) or "–"]
+             "".join(f"<code>{esc(path)}: {esc(md5)}</code>" for path, md5 in s["outs"].items()) or "–"]
             for s in p["stages"]]
     stages = table(["stage", "MLflow run (latest finished)", "outs in dvc.lock (md5)"], rows)
     return (f"<p>Generated {esc(p['generated_at'])}; git commit <code>{esc(git['commit'])}</code>, dirty: {dirty}; "
