@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 HOST ?= 127.0.0.1
 
-.PHONY: venv run repro test bench mlflow-ui clean
+.PHONY: venv run repro report report-check test bench mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,15 @@ run: venv  ## the whole recipe as a Prefect flow (each stage through DVC), then 
 
 repro: venv  ## the same stages with DVC alone
 	dvc repro
+
+# The report from whatever this workspace holds, not `dvc repro report`: that would first re-run every stale upstream
+# stage (training), and refuse to run after a partial run; the report says what is missing instead. `make run` and
+# `dvc repro` build it too, as the last DVC stage.
+report: venv  ## reports/report.html (self-contained) and reports/report.json
+	$(PY) -m tasks.report
+
+report-check: venv  ## render reports/report.html in headless Chromium -> reports/report.png (needs chromium)
+	$(PY) scripts/check_report.py
 
 test: venv
 	$(PY) -m pytest

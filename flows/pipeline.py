@@ -5,8 +5,8 @@
 
 Each task runs exactly one stage with `dvc repro --single-item <stage>` in its own process group, so DVC alone
 decides what is stale, a failure is retried, and cancelling the flow kills the stage and all its children.
-The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages, and
-prints the ladder.
+The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages (the last
+one, `report`, writes reports/report.html), and prints the ladder and where the report is.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from tasks import tracking
 from tasks.evaluate import LADDER
 from tasks.params import load_params
+from tasks.report import REPORTS
 
 LOCK_FILE = ".r1-pipeline.lock"  # one pipeline run per workspace: a second one waits here
 
@@ -95,6 +96,8 @@ def pipeline(stages: list[str] | None = None) -> str:
     ladder_file = LADDER / "ladder.md"
     ladder = ladder_file.read_text() if ladder_file.exists() else "(no ladder yet: the evaluate stages have not run)"
     print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{ladder}")
+    if (REPORTS / "report.html").exists():
+        print(f"Run report: {(REPORTS / 'report.html').resolve()}")
     print(f"MLflow UI: mlflow ui --backend-store-uri {tracking.tracking_uri()} --host 127.0.0.1 --port 5000")
     return ladder
 

@@ -15,7 +15,8 @@ MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl", "di
 STAGES = ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", "rejection_sampling", "resft",
           "reward_model", "alignment_rl", "teacher_traces", "student_base@small", "student_base@tiny", "distill@small",
           "distill@tiny", "r1_zero", "student_cold_start", "student_rl", *[f"evaluate@{m}" for m in MODELS],
-          "register", "ladder"]
+          "register", "ladder", "report"]
+REPORT_SECTIONS = ["ladder", "rl-curves", "rejection-sampling", "students", "r1-zero", "provenance"]
 METRIC_KEYS = ["pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency", "general_accuracy",
                "refusal_rate", "needless_refusal_rate", "mean_completion_tokens", "rm_score"]
 
@@ -68,13 +69,26 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     alignment_curve = (workspace / "plots" / "alignment_rl.csv").read_text().splitlines()
     assert "rewards/helpfulness_reward/mean" in alignment_curve[0] and len(alignment_curve) == 3
 
+    # The report, built last by the flow: every section, every model's pass@1, curves from this run's MLflow runs.
+    page = (workspace / "reports" / "report.html").read_text()
+    for section in REPORT_SECTIONS:
+        assert f'<section id="{section}">' in page, section
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    built = json.loads((workspace / "reports" / "report.json").read_text())
+    assert [row["model"] for row in built["ladder"] if row["evaluated"]] == MODELS
+    for model in MODELS:
+        pass_at_1 = json.loads((workspace / "metrics" / f"{model}.json").read_text())["pass@1"]
+        assert f"<td>{pass_at_1:.3f}</td>" in page
+    assert {built["curves"][s]["source"] for s in ("reasoning_rl", "alignment_rl")} == {"mlflow"}
+
     # MLflow: one parent run per pipeline execution, one child run per stage, tagged.
     mlflow.set_tracking_uri(f"sqlite:///{workspace}/mlflow.db")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     parents = [r for r in runs if r.data.tags.get("kind") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert set(children) == set(STAGES) - {"ladder"}
+    assert set(children) == set(STAGES) - {"ladder"}  # the report logs itself as an artifact of its run
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(children["report"].info.run_id)] == ["report.html"]
     flow_run_ids = {r.data.tags.get("prefect_flow_run_id") for r in children.values()}
     assert flow_run_ids == {parents[0].data.tags["prefect_flow_run_id"]} and None not in flow_run_ids
     for stage, run in children.items():
