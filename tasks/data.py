@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import random
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -101,3 +103,14 @@ def keep_if_same_inputs(directory: Path, fingerprint: str) -> None:
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
+
+
+def mix_in(pool: list[dict], others: int, ratio: float, rng: random.Random) -> list[dict]:
+    """Rows of `pool` making up `ratio` of a mix with `others` rows: sampled without replacement, the pool repeated
+    (upsampled) when it is smaller than its share, repeats given ids of their own (`<id>-r<n>`)."""
+    wanted = round(others * ratio / (1 - ratio))
+    chosen: list[dict] = []
+    for repeat in range(math.ceil(wanted / len(pool)) if pool else 0):
+        picked = rng.sample(pool, min(wanted - len(chosen), len(pool)))
+        chosen += [{**row, "id": f"{row['id']}-r{repeat}"} if repeat else row for row in picked]
+    return chosen

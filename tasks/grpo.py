@@ -24,7 +24,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from tasks import model_rewards, models, rewards
-from tasks.data import inputs_fingerprint, read_jsonl
+from tasks.data import inputs_fingerprint, mix_in, read_jsonl
 from tasks.generation import with_system_prompt
 from tasks.params import AlignmentRLParams, GRPOParams, Params
 from tasks.tracking import run_stage_cli
@@ -41,9 +41,7 @@ def load_prompts(p: GRPOParams, params: Params) -> Dataset:
                                                             limit=p.num_prompts)]
     if isinstance(p, AlignmentRLParams):
         pool = read_jsonl(p.general_data, required=("id", "prompt", "kind"))
-        wanted = round(len(rows) * p.general_ratio / (1 - p.general_ratio))
-        rng = random.Random(params.seed)
-        rows += [rng.choice(pool) for _ in range(wanted)]
+        rows += mix_in(pool, len(rows), p.general_ratio, random.Random(params.seed))
     return Dataset.from_list([{"prompt": with_system_prompt(r["prompt"], params.prompt.system),
                                "answer": "" if r.get("answer") is None else str(r["answer"]), "kind": r["kind"],
                                "language": params.prompt.language} for r in rows])

@@ -14,7 +14,6 @@ too long, no long repeated n-grams; then de-duplication and at most m kept per p
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 import mlflow
 
 from tasks import models, rewards
-from tasks.data import inputs_fingerprint, keep_if_same_inputs, read_jsonl, write_json, write_jsonl
+from tasks.data import inputs_fingerprint, keep_if_same_inputs, mix_in, read_jsonl, write_json, write_jsonl
 from tasks.generation import Generator, Sampling, with_system_prompt
 from tasks.params import Params, RejectionSamplingParams
 from tasks.tracking import run_stage_cli
@@ -148,12 +147,8 @@ def blend(reasoning: list[dict], general: list[dict], ratio: float, seed: int) -
 
     When the non-reasoning pool is smaller than its share, its rows are repeated (upsampled) to reach it. With no
     reasoning rows at all (allowed by `min_kept_samples: 0`), the blend is the non-reasoning rows."""
-    wanted = round(len(reasoning) * ratio / (1 - ratio)) if reasoning else len(general)
     rng = random.Random(seed)
-    chosen: list[dict] = []
-    for repeat in range(math.ceil(wanted / len(general)) if general else 0):
-        picked = rng.sample(general, min(wanted - len(chosen), len(general)))
-        chosen += [{**row, "id": f"{row['id']}-r{repeat}"} if repeat else row for row in picked]
+    chosen = mix_in(general, len(reasoning), ratio, rng) if reasoning else list(general)
     rows = reasoning + chosen
     rng.shuffle(rows)
     return rows, len(chosen)
