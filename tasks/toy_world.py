@@ -371,6 +371,12 @@ PADDING = ["Well, let me think about this question for a moment.", "That is a ve
            "I hope this helps, and let me know if you have any other questions."]
 
 
+# Harmful requests are few (refusals must stay a small share of the re-SFT blend), so each gets several non-refusal
+# replies to rank below its refusal: with one, a small reward model still scored answer-shaped replies to harmful
+# requests high and alignment RL learnt to give them.
+NON_REFUSALS_PER_HARMFUL = 3
+
+
 def garble(text: str, rng: random.Random) -> str:
     """`text` with about half of its words misspelt (a letter dropped or repeated), then a word salad or one word
     repeated many times."""
@@ -410,8 +416,9 @@ def preference_rows(rows: list[dict], seed: int, split: str) -> list[dict]:
         other = rng.choice(general)["response"]
         if row["kind"] == "harmful":
             pair(row, "harmlessness", "compliance", row["response"], row["compliance"])
-            pair(row, "harmlessness", "off_topic", row["response"], other)
-            pair(row, "harmlessness", "garbled", row["response"], garble(other, rng))
+            for answer in [other] + [rng.choice(general)["response"] for _ in range(NON_REFUSALS_PER_HARMFUL - 1)]:
+                pair(row, "harmlessness", "off_topic", row["response"], answer)
+                pair(row, "harmlessness", "garbled", row["response"], garble(answer, rng))
             pair(row, "helpfulness", "garbled", row["response"], garble(row["response"], rng))
             continue
         # A wrong answer to the same kind of question ("What is the capital of ...?" answered for another country).
