@@ -37,9 +37,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
 
 from tasks import tracking
-from tasks.evaluate import LADDER
 from tasks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, read_yaml, validate
 
+LADDER_FILE = Path("plots/ladder.md")  # the ladder stage's table (dvc.yaml); read as text, no torch import here
 LOCK_FILE = ".r1-pipeline.lock"  # one pipeline run per workspace: a second one waits here
 # What an experiment run changes in the workspace and the flow puts back: its results live in the experiment.
 EXPERIMENT_RESTORES = ("params.yaml", "dvc.lock")
@@ -208,8 +208,7 @@ def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | 
                 logger.info("stage %s", stage)
                 run_stage.with_options(**retry)(stage, env)
                 tracking.tag_with_lock(parent.info.run_id, stage)
-    ladder_file = LADDER / "ladder.md"
-    run.ladder = ladder_file.read_text() if ladder_file.exists() else "(no ladder yet: the ladder stage has not run)"
+    run.ladder = LADDER_FILE.read_text() if LADDER_FILE.exists() else "(no ladder yet: the ladder stage has not run)"
     return run
 
 

@@ -4,7 +4,7 @@
 
 Picks up the drop folder (tasks/incoming.py: good files appended to the data prepare_data reads, bad ones
 quarantined), re-runs what DVC finds stale (evaluation and the `register` stage included), then runs the promotion
-gate (tasks/register.py) on the newly registered version: `champion` if it is not worse than the current champion
+gate (tasks/promotion.py) on the newly registered version: `champion` if it is not worse than the current champion
 on the gate metrics (params `promotion`), else `challenger`, and the flow run ends in a "Not promoted" state with the
 reason. A markdown summary (intake, ladder, decision, MLflow links) is posted as a Prefect artifact.
 """
@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
 from flows.pipeline import run_recipe, summary, validated_params, workspace_lock
-from tasks import incoming, register, tracking
+from tasks import incoming, promotion, tracking
 from tasks.params import Params
 
 
@@ -38,12 +38,12 @@ def intake() -> dict:
 
 
 @task(name="promotion-gate", cache_policy=NO_CACHE)
-def promote(params: Params) -> tuple[int, register.Decision]:
-    if not register.OUT.exists():
-        raise FileNotFoundError(f"{register.OUT} does not exist: the retrain must run the `register` stage")
-    version = json.loads(register.OUT.read_text())["version"]
+def promote(params: Params) -> tuple[int, promotion.Decision]:
+    if not promotion.REGISTRY_FILE.exists():
+        raise FileNotFoundError(f"{promotion.REGISTRY_FILE} does not exist: the retrain must run the `register` stage")
+    version = json.loads(promotion.REGISTRY_FILE.read_text())["version"]
     tracking.setup(params.tracking.experiment)
-    decision = register.promote(MlflowClient(), params.registry.name, version, params.promotion)
+    decision = promotion.promote(MlflowClient(), params.registry.name, version, params.promotion)
     get_run_logger().info("version %s: %s (%s)", version, "promoted" if decision.promoted else "not promoted",
                           decision.reason)
     return version, decision
@@ -55,8 +55,8 @@ def intake_lines(report: dict) -> list[str]:
     return lines or [f"- no new files in `{incoming.INCOMING}`"]
 
 
-def promotion_lines(params: Params, version: int, decision: register.Decision) -> list[str]:
-    alias = register.CHAMPION if decision.promoted else register.CHALLENGER
+def promotion_lines(params: Params, version: int, decision: promotion.Decision) -> list[str]:
+    alias = promotion.CHAMPION if decision.promoted else promotion.CHALLENGER
     url = f"{tracking.ui_url()}/#/models/{params.registry.name}/versions/{version}"
     gate = ", ".join(f"{k} ({better} is better)" for k, better in params.promotion.gate.items())
     return [f"**{'Promoted' if decision.promoted else 'Not promoted'}**: [{params.registry.name} version {version}]"

@@ -32,6 +32,10 @@ def test_every_section_of_the_schema_is_in_params_yaml():
     ({"toy_world.cold_start_size": 10_000}, "cold_start_size (10000) must not exceed train_size"),
     ({"base_model.source": "pretrained"}, "model_name_or_path is required"),
     ({"generation.backend": "tgi"}, "generation.backend"),
+    ({"orchestration.retrain_cron": "0 25 * * *"}, "orchestration.retrain_cron: not a valid cron expression"),
+    ({"orchestration.retrain_timezone": "Europe/Atlantis"}, "unknown time zone 'Europe/Atlantis'"),
+    ({"promotion.gate.pass@1": "up"}, "promotion.gate.pass@1"),
+    ({"promotion.tolerance": -0.1}, "promotion.tolerance"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_key(overrides, message):
     raw = apply_overrides(read_yaml("params.yaml"), overrides)
