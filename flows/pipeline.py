@@ -42,7 +42,9 @@ from tasks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, read
 LADDER_FILE = Path("plots/ladder.md")  # the ladder stage's table (dvc.yaml); read as text, no torch import here
 LOCK_FILE = ".r1-pipeline.lock"  # one pipeline run per workspace: a second one waits here
 # What an experiment run changes in the workspace and the flow puts back: its results live in the experiment.
-EXPERIMENT_RESTORES = ("params.yaml", "dvc.lock")
+# dvc.lock stays as DVC left it, so it keeps describing the outputs in the workspace: stages whose params the
+# experiment changed are then stale for the next plain run, and DVC re-runs exactly those.
+EXPERIMENT_RESTORES = ("params.yaml",)
 
 
 class StageFailed(RuntimeError):
@@ -195,8 +197,8 @@ def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | 
         run = RecipeRun(name, selected, parent.info.run_id, overrides=list(overrides or []))
         env = stage_env(parent.info.run_id)
         if overrides:
-            # DVC leaves an experiment's params and lock in the workspace; they are put back afterwards so the next
-            # plain run starts from the workspace's own params.yaml (`dvc exp apply <name>` brings them back).
+            # DVC leaves an experiment's params in the workspace; they are put back afterwards so the next plain run
+            # starts from the workspace's own params.yaml (`dvc exp apply <name>` brings the experiment back).
             logger.info("DVC experiment %s: %s, stages %s", name, overrides, selected)
             with restored(EXPERIMENT_RESTORES):
                 run.experiment = run_experiment.with_options(**retry)(
