@@ -44,6 +44,7 @@ WORKSPACE_PARAMS = {
     "registry.model": "base",
     "base_model.epochs": 0.5,
     "reward_model.epochs": 0.5,
+    "evaluate.num_samples": 1,
     "orchestration.retries": 0,
     "orchestration.retrain_cron": "0 3 1 1 *",  # from params; never due while the tests run
     # The gate the "worse" retrain must fail. pass@1 of a smoke model is ~0 either way; a collapse of the reasoning
@@ -97,12 +98,13 @@ def prefect_home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(prefect_home):
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_API_URL": url}  # else the UI calls the default port's API
     log = (prefect_home / "server.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
 
     def healthy():
         assert process.poll() is None, (prefect_home / "server.log").read_text()[-3000:]
