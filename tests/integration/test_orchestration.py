@@ -42,8 +42,8 @@ STAGES = ["prepare_data", "base_model", "reward_model", "evaluate@base", "regist
 WORKSPACE_PARAMS = {
     "evaluate.models": ["base"],
     "registry.model": "base",
-    "base_model.epochs": 0.5,
-    "reward_model.epochs": 0.5,
+    "base_model.epochs": 0.2,
+    "reward_model.epochs": 0.2,
     "evaluate.num_samples": 1,
     "orchestration.retries": 0,
     "orchestration.retrain_cron": "0 3 1 1 *",  # from params; never due while the tests run
@@ -336,7 +336,7 @@ def test_cancelling_a_run_kills_its_stage_and_every_child(served, workspace, pre
             return True
 
     wait_for(lambda: all(gone(p) for p in processes), 15, "the stage processes to die")
-    assert yaml.safe_load((workspace / "params.yaml").read_text())["base_model"]["epochs"] == 0.5  # put back
+    assert yaml.safe_load((workspace / "params.yaml").read_text())["base_model"]["epochs"] == 0.2  # put back
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
