@@ -230,16 +230,22 @@ def summary(run: RecipeRun) -> str:
     how = (f"DVC experiment `{run.experiment}` (`dvc exp show`), overrides: `{' '.join(run.overrides)}`"
            if run.experiment else "`dvc repro`, one Prefect task per stage")
     return "\n".join([f"### Recipe run `{run.name}`", "", f"- how: {how}", f"- stages: {', '.join(run.stages)}", "",
-                      "#### Ladder", "", run.ladder.strip(), "", "#### MLflow runs", "",
+                      f"#### Ladder (`{LADDER_FILE}`, as the ladder stage last wrote it)", "", run.ladder.strip(), "", "#### MLflow runs", "",
                       *mlflow_links(run.parent_run_id)])
 
 
 @flow(name="r1-pipeline")
 def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None) -> str:
-    """Run the R1 recipe: the selected DVC stages (default: all; DVC skips what is up to date). With params.yaml
-    overrides (dotted keys, e.g. `reasoning_rl.learning_rate=5e-7`) the run is a DVC experiment named after the
-    flow run."""
-    params = validated_params(overrides)  # a bad params.yaml or override fails the flow here, before any work
+    """Run the R1 recipe through DVC; with overrides, as a DVC experiment named after the flow run.
+
+    Args:
+        stages: DVC stages to run, e.g. ["reasoning_rl", "evaluate@reasoning_rl"] (default: all; DVC skips what is
+            up to date).
+        overrides: params.yaml overrides as dotted.key=value, e.g. ["reasoning_rl.learning_rate=5e-7"]; validated
+            before any work. With overrides the run is `dvc exp run --set-param ...` (see `dvc exp show`).
+    """
+    params = validated_params(overrides)  # a bad params.yaml, override or stage name fails the flow here,
+    select_stages(stages)                 # before any work
     with workspace_lock():
         run = run_recipe(params, stages, overrides)
     create_markdown_artifact(summary(run), key="r1-pipeline-summary", description="ladder and MLflow runs")

@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from flows.pipeline import run_recipe, summary, validated_params, workspace_lock
+from flows.pipeline import run_recipe, select_stages, summary, validated_params, workspace_lock
 from tasks import incoming, promotion, tracking
 from tasks.params import Params
 
@@ -65,9 +65,15 @@ def promotion_lines(params: Params, version: int, decision: promotion.Decision) 
 
 @flow(name="scheduled-retrain")
 def scheduled_retrain(stages: list[str] | None = None, overrides: list[str] | None = None) -> State:
-    """Pick up new data from the drop folder, re-run what is stale, evaluate, and promote the new final model to
-    `champion` only if it passes the gate (params `promotion`); otherwise it is `challenger`."""
+    """Take in the drop folder, re-run what is stale, evaluate, and promote the new final model to `champion` only if
+    it passes the gate (params `promotion`); otherwise it is `challenger` and the run ends "Not promoted".
+
+    Args:
+        stages: DVC stages to run (default: all; DVC skips what is up to date). Must include `register`.
+        overrides: params.yaml overrides as dotted.key=value; the retrain then is a DVC experiment.
+    """
     params = validated_params(overrides)  # before any work, as in r1-pipeline
+    select_stages(stages)
     with workspace_lock():
         report = intake()
         run = run_recipe(params, stages, overrides)

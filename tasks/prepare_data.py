@@ -39,8 +39,8 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
     safety_train, safety_test = toy_world.safety_rows(p.seed, p.harmful_requests, p.harmful_test_size)
     general_train, general_test = general_train + safety_train, general_test + safety_test
     counts = {
-        "train": write_jsonl(out / "train.jsonl", chain((toy_world.problem_row(x, "train", i) for i, x in enumerate(train)),
-                                                        incoming.accepted_rows("prompts"))),
+        "train": write_jsonl(out / "train.jsonl", chain(
+            (toy_world.problem_row(x, "train", i) for i, x in enumerate(train)), incoming.accepted_rows("prompts"))),
         "test": write_jsonl(out / "test.jsonl", (toy_world.problem_row(x, "test", i) for i, x in enumerate(test))),
         # The cold-start set is the head of the train split: R1 uses a few thousand curated examples.
         "cold_start": write_jsonl(out / "cold_start.jsonl", toy_world.cold_start_rows(
