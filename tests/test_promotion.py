@@ -46,6 +46,7 @@ def test_a_gate_metric_the_candidate_lacks_is_a_clear_error():
 def test_promote_sets_champion_then_challenger_on_the_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_experiment("gate")  # not the active experiment of an earlier test's store
     client = MlflowClient()
     client.create_registered_model("r1-gate")
     gate = PromotionParams(gate={"pass@1": "higher"})

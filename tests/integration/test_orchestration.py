@@ -32,7 +32,6 @@ from prefect.states import Cancelling
 from flows import pipeline as pipeline_module
 from flows.pipeline import BadInput, pipeline, run_stage
 from tasks import tracking
-from tasks.data import DataError
 from tests.integration.conftest import SMOKE
 from tests.workspace import make_workspace
 
@@ -213,20 +212,6 @@ def test_transient_failures_are_retried_and_bad_input_is_not(server, monkeypatch
     assert "failed on bad input (not retried)" in state.message and "train.jsonl:3: broken JSON line" in state.message
     with pytest.raises(BadInput):
         state.result()
-
-
-def test_a_stage_reports_bad_input_to_the_flow(tmp_path, monkeypatch):
-    report = tmp_path / "bad_input.txt"
-    monkeypatch.setenv(tracking.BAD_INPUT_ENV, str(report))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    with pytest.raises(RuntimeError):
-        with tracking.stage_run("prepare_data", tracking.load_params().toy_world, "test"):
-            raise RuntimeError("a crash is not bad input")
-    assert not report.exists()
-    with pytest.raises(DataError):
-        with tracking.stage_run("prepare_data", tracking.load_params().toy_world, "test"):
-            raise DataError("data/toy/train.jsonl:3: broken JSON line")
-    assert report.read_text() == "DataError: data/toy/train.jsonl:3: broken JSON line\n"
 
 
 def test_a_run_with_overrides_is_a_dvc_experiment_tracked_with_its_flow_run(served, workspace, prefect_home):
