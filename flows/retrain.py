@@ -73,7 +73,9 @@ def scheduled_retrain(stages: list[str] | None = None, overrides: list[str] | No
         overrides: params.yaml overrides as dotted.key=value; the retrain then is a DVC experiment.
     """
     params = validated_params(overrides)  # before any work, as in r1-pipeline
-    select_stages(stages)
+    if "register" not in select_stages(stages):
+        # Without it, metrics/registry.json would name an older version and the gate would judge that one.
+        raise ValueError(f"scheduled-retrain promotes the version the `register` stage makes: add it to {stages}")
     with workspace_lock():
         report = intake()
         run = run_recipe(params, stages, overrides)

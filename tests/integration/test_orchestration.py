@@ -6,6 +6,7 @@ the whole module, stopped by PID. Runs select a few cheap stages of a smoke-size
 base model, so each run costs seconds; the tests run in file order and share the workspace (DVC reuses its work).
 """
 
+import inspect
 import json
 import os
 import shutil
@@ -26,8 +27,11 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.deployments import run_deployment
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from flows import pipeline as pipeline_module
 from flows.pipeline import BadInput, pipeline, run_stage
@@ -116,8 +120,20 @@ def server(prefect_home):
         wait_for(healthy, 120, "the Prefect server")
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
+            drain_prefect_workers()
     finally:
         stop(process)
+
+
+def drain_prefect_workers() -> None:
+    """Send this process's queued Prefect logs and events while the server is up, as prefect_test_harness does:
+    the queues' workers would otherwise keep trying a stopped server and hang the end of the test session."""
+    async def drain():
+        for drained in (APILogWorker.drain_all(), EventsWorker.drain_all()):
+            if inspect.isawaitable(drained):
+                await drained
+
+    run_coro_as_sync(drain())
 
 
 @pytest.fixture(scope="module")
