@@ -15,8 +15,12 @@ export TOKENIZERS_PARALLELISM := false
 
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
+# `make serve` talks to this server; point it at a remote one (or Prefect Cloud) by setting PREFECT_API_URL.
+PREFECT_API_URL ?= http://$(HOST):$(PREFECT_PORT)/api
 
-.PHONY: venv run repro report report-check test bench mlflow-ui clean
+.PHONY: venv run repro report report-check test bench mlflow-ui prefect-server serve clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -47,8 +51,14 @@ test: venv
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run
 
-mlflow-ui: venv
-	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port 5000
+mlflow-ui: venv  ## the MLflow UI on the project's tracking store
+	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(MLFLOW_PORT)
+
+prefect-server: venv  ## a local Prefect server and its UI (state in ~/.prefect, or $$PREFECT_HOME)
+	PREFECT_UI_API_URL=http://$(HOST):$(PREFECT_PORT)/api prefect server start --host $(HOST) --port $(PREFECT_PORT)
+
+serve: venv  ## register and serve the r1-pipeline and scheduled-retrain deployments (runs execute here)
+	PREFECT_API_URL=$(PREFECT_API_URL) MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(PY) -m flows.serve
 
 clean:
 	rm -rf checkpoints .r1-pipeline.lock

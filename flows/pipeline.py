@@ -2,11 +2,16 @@
 
     python -m flows.pipeline                       # every stage; DVC skips what is up to date
     python -m flows.pipeline --stages reasoning_rl # only these stages (each still through DVC)
+    python -m flows.pipeline --set reasoning_rl.learning_rate=5e-7   # a DVC experiment named after the flow run
 
 Each task runs exactly one stage with `dvc repro --single-item <stage>` in its own process group, so DVC alone
-decides what is stale, a failure is retried, and cancelling the flow kills the stage and all its children.
+decides what is stale (no Prefect caching), a transient failure is retried, and cancelling the flow kills the stage
+and all its children. A run with params overrides is one `dvc exp run --set-param ...` instead, so its params,
+metrics and outputs are versioned and comparable with `dvc exp show`. Overrides are validated before any work; a
+stage failing on bad input (invalid data or params) is not retried and its message is the task's error.
 The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages (the last
-one, `report`, writes reports/report.html), and prints the ladder and where the report is.
+one, `report`, writes reports/report.html), and reports the ladder (printed, and as a markdown artifact in the
+Prefect UI).
 """
 
 from __future__ import annotations
@@ -16,24 +21,40 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import networkx as nx
-from filelock import FileLock
+import yaml
+from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 
 from tasks import tracking
-from tasks.evaluate import LADDER
-from tasks.params import load_params
-from tasks.report import REPORTS
+from tasks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, read_yaml, validate
 
+LADDER_FILE = Path("plots/ladder.md")  # the ladder stage's table (dvc.yaml); read as text, no torch import here
+REPORT_FILE = Path("reports/report.html")  # the report stage's page, the last stage of dvc.yaml
 LOCK_FILE = ".r1-pipeline.lock"  # one pipeline run per workspace: a second one waits here
+# What an experiment run changes in the workspace and the flow puts back: its results live in the experiment.
+# dvc.lock stays as DVC left it, so it keeps describing the outputs in the workspace: stages whose params the
+# experiment changed are then stale for the next plain run, and DVC re-runs exactly those.
+EXPERIMENT_RESTORES = ("params.yaml",)
 
 
 class StageFailed(RuntimeError):
-    pass
+    """A stage failed for a reason that may be transient (a crash, a killed process): retried."""
+
+
+class BadInput(ValueError):
+    """A stage failed on invalid data or params: retrying cannot help, so it is not retried."""
 
 
 def stage_order() -> list[str]:
@@ -47,6 +68,31 @@ def stage_order() -> list[str]:
         return [stage.addressing for stage in ordered]
 
 
+def select_stages(stages: list[str] | None) -> list[str]:
+    order = stage_order()
+    unknown = sorted(set(stages or []) - set(order))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {order}")
+    return [s for s in order if not stages or s in stages]
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """["reasoning_rl.learning_rate=5e-7", ...] (the syntax of `dvc exp run --set-param`) -> {dotted key: value}."""
+    parsed = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"override {item!r}: expected <dotted.key>=<value>, e.g. reasoning_rl.max_steps=5")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return parsed
+
+
+def validated_params(overrides: list[str] | None) -> Params:
+    """params.yaml with the overrides applied, validated: a bad key or value fails here, before any work."""
+    source = f"{PARAMS_FILE} with overrides {overrides}" if overrides else str(PARAMS_FILE)
+    return validate(apply_overrides(read_yaml(PARAMS_FILE), parse_overrides(overrides)), source=source)
+
+
 def stage_env(parent_run_id: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # dvc's `python` is ours
@@ -56,7 +102,11 @@ def stage_env(parent_run_id: str) -> dict[str, str]:
 
 
 def run_in_process_group(cmd: list[str], env: dict[str, str]) -> int:
-    """Run `cmd` in a new session; if we are interrupted or cancelled, kill its whole process group."""
+    """Run `cmd` in a new session; if we are interrupted or cancelled, kill its whole process group.
+
+    Prefect cancels a served flow run with SIGTERM, which its engine turns into an exception in the flow's main
+    thread: the `finally` below then kills the stage and everything it started (training, generation, servers).
+    """
     process = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         return process.wait()
@@ -66,47 +116,155 @@ def run_in_process_group(cmd: list[str], env: dict[str, str]) -> int:
             process.wait()
 
 
-@task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{stage}")
-def run_stage(stage: str, env: dict[str, str]) -> str:
-    returncode = run_in_process_group(["dvc", "repro", "--single-item", stage], env)
+def run_classified(cmd: list[str], env: dict[str, str], what: str) -> None:
+    """Run a DVC command; raise BadInput if a stage reported bad input, StageFailed on any other failure."""
+    with tempfile.TemporaryDirectory(prefix="r1-stage-") as tmp:
+        report = Path(tmp) / "bad_input.txt"  # a stage writes its error here (tasks/tracking.py, stage_run)
+        returncode = run_in_process_group(cmd, {**env, tracking.BAD_INPUT_ENV: str(report)})
+        if returncode and report.exists():
+            raise BadInput(f"{what} failed on bad input (not retried): {report.read_text().strip()}")
     if returncode:
-        raise StageFailed(f"stage {stage} failed (exit code {returncode}); see its log above")
+        raise StageFailed(f"{what} failed (exit code {returncode}); see its log above")
+
+
+def retry_unless_bad_input(task, task_run, state) -> bool:
+    return not isinstance(state.result(raise_on_failure=False), BadInput)
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{stage}", retry_condition_fn=retry_unless_bad_input)
+def run_stage(stage: str, env: dict[str, str]) -> str:
+    run_classified(["dvc", "repro", "--single-item", stage], env, f"stage {stage}")
     return stage
 
 
-@flow(name="r1-pipeline")
-def pipeline(stages: list[str] | None = None) -> str:
-    params = load_params()  # a bad params.yaml fails the flow here, before any work
+@contextmanager
+def restored(paths: tuple[str, ...]) -> Iterator[None]:
+    """Put these files back as they were, whatever happens in between."""
+    saved = {p: Path(p).read_bytes() for p in paths if Path(p).exists()}
+    try:
+        yield
+    finally:
+        for path, content in saved.items():
+            Path(path).write_bytes(content)
+
+
+@task(name="dvc-experiment", cache_policy=NO_CACHE, task_run_name="dvc exp run {name}",
+      retry_condition_fn=retry_unless_bad_input)
+def run_experiment(name: str, overrides: list[str], stages: list[str] | None, env: dict[str, str]) -> str:
+    """`dvc exp run` of the selected stages (None: the whole pipeline) with the overrides, named `name`."""
+    if task_run.get_run_count() > 1:
+        name = f"{name}-retry{task_run.get_run_count() - 1}"  # DVC refuses to reuse an experiment name
+    cmd = ["dvc", "exp", "run", "--name", name]
+    for override in overrides:
+        cmd += ["--set-param", override]
+    if stages:
+        cmd += ["--single-item", *stages]
+    run_classified(cmd, env, f"experiment {name}")
+    return name
+
+
+@dataclass
+class RecipeRun:
+    """What one execution of the recipe did: for the flow's summary."""
+    name: str
+    stages: list[str]
+    parent_run_id: str
+    experiment: str | None = None  # the DVC experiment, for runs with overrides
+    overrides: list[str] = field(default_factory=list)
+    ladder: str = ""
+
+
+@contextmanager
+def workspace_lock() -> Iterator[None]:
+    """One run at a time per workspace, whichever deployment (or shell) started it: the next one waits here."""
+    lock = FileLock(LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        get_run_logger().info("another pipeline run holds %s: waiting for it to finish", LOCK_FILE)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | None) -> RecipeRun:
+    """Run the selected stages (all by default) under one parent MLflow run; the caller holds the workspace lock."""
     logger = get_run_logger()
-    order = stage_order()
-    unknown = sorted(set(stages or []) - set(order))
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {order}")
-    selected = [s for s in order if not stages or s in stages]
-    stage_task = run_stage.with_options(retries=params.orchestration.retries,
-                                        retry_delay_seconds=params.orchestration.retry_delay_seconds)
-    with FileLock(LOCK_FILE):
-        with tracking.pipeline_run(params.tracking.experiment, flow_run.get_name() or "pipeline",
-                                   flow_run.get_id()) as parent:
-            env = stage_env(parent.info.run_id)
+    selected = select_stages(stages)
+    name = flow_run.get_name() or "pipeline"
+    retry = {"retries": params.orchestration.retries, "retry_delay_seconds": params.orchestration.retry_delay_seconds}
+    with tracking.pipeline_run(params.tracking.experiment, name, flow_run.get_id()) as parent:
+        run = RecipeRun(name, selected, parent.info.run_id, overrides=list(overrides or []))
+        env = stage_env(parent.info.run_id)
+        if overrides:
+            # DVC leaves an experiment's params in the workspace; they are put back afterwards so the next plain run
+            # starts from the workspace's own params.yaml (`dvc exp apply <name>` brings the experiment back).
+            logger.info("DVC experiment %s: %s, stages %s", name, overrides, selected)
+            with restored(EXPERIMENT_RESTORES):
+                run.experiment = run_experiment.with_options(**retry)(
+                    name, run.overrides, selected if stages else None, env)
+                for stage in selected:
+                    tracking.tag_with_lock(parent.info.run_id, stage)
+        else:
             for stage in selected:
                 logger.info("stage %s", stage)
-                stage_task(stage, env)
+                run_stage.with_options(**retry)(stage, env)
                 tracking.tag_with_lock(parent.info.run_id, stage)
-    ladder_file = LADDER / "ladder.md"
-    ladder = ladder_file.read_text() if ladder_file.exists() else "(no ladder yet: the evaluate stages have not run)"
-    print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{ladder}")
-    if (REPORTS / "report.html").exists():
-        print(f"Run report: {(REPORTS / 'report.html').resolve()}")
+    run.ladder = LADDER_FILE.read_text() if LADDER_FILE.exists() else "(no ladder yet: the ladder stage has not run)"
+    return run
+
+
+def mlflow_links(parent_run_id: str) -> list[str]:
+    """Markdown links to the pipeline's parent MLflow run and its stage runs."""
+    ui = tracking.ui_url()
+    parent = mlflow.get_run(parent_run_id)
+    children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    runs = [("pipeline", parent)] + sorted(((r.data.tags.get("stage", r.info.run_name), r) for r in children),
+                                           key=lambda item: item[1].info.start_time)
+    return [f"- [{label}]({ui}/#/experiments/{r.info.experiment_id}/runs/{r.info.run_id}) `{r.info.run_id}`"
+            for label, r in runs]
+
+
+def summary(run: RecipeRun) -> str:
+    how = (f"DVC experiment `{run.experiment}` (`dvc exp show`), overrides: `{' '.join(run.overrides)}`"
+           if run.experiment else "`dvc repro`, one Prefect task per stage")
+    return "\n".join([f"### Recipe run `{run.name}`", "", f"- how: {how}", f"- stages: {', '.join(run.stages)}", "",
+                      f"#### Ladder (`{LADDER_FILE}`, as the ladder stage last wrote it)", "", run.ladder.strip(), "", "#### MLflow runs", "",
+                      *mlflow_links(run.parent_run_id)])
+
+
+@flow(name="r1-pipeline")
+def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None) -> str:
+    """Run the R1 recipe through DVC; with overrides, as a DVC experiment named after the flow run.
+
+    Args:
+        stages: DVC stages to run, e.g. ["reasoning_rl", "evaluate@reasoning_rl"] (default: all; DVC skips what is
+            up to date).
+        overrides: params.yaml overrides as dotted.key=value, e.g. ["reasoning_rl.learning_rate=5e-7"]; validated
+            before any work. With overrides the run is `dvc exp run --set-param ...` (see `dvc exp show`).
+    """
+    params = validated_params(overrides)  # a bad params.yaml, override or stage name fails the flow here,
+    select_stages(stages)                 # before any work
+    with workspace_lock():
+        run = run_recipe(params, stages, overrides)
+    create_markdown_artifact(summary(run), key="r1-pipeline-summary", description="ladder and MLflow runs")
+    print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{run.ladder}")
+    if REPORT_FILE.exists():
+        print(f"Run report: {REPORT_FILE.resolve()}")
     print(f"MLflow UI: mlflow ui --backend-store-uri {tracking.tracking_uri()} --host 127.0.0.1 --port 5000")
-    return ladder
+    return run.ladder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", help="run only these DVC stages (default: all)")
+    parser.add_argument("--set", nargs="+", dest="overrides", metavar="KEY=VALUE",
+                        help="params.yaml overrides (dotted keys): the run becomes a DVC experiment")
     args = parser.parse_args()
-    pipeline(stages=args.stages)
+    pipeline(stages=args.stages, overrides=args.overrides)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 PARAMS_FILE = Path(os.environ.get("R1_PARAMS_FILE", "params.yaml"))
 
@@ -40,8 +43,37 @@ class TrackingParams(Section):
 
 
 class OrchestrationParams(Section):
-    retries: int = Field(1, ge=0)  # a failed stage is retried this many times by the flow
+    retries: int = Field(1, ge=0)  # a stage failing for a transient reason is retried this many times by the flow
     retry_delay_seconds: float = Field(10, ge=0)
+    retrain_cron: str = "0 3 * * *"  # the scheduled-retrain deployment's schedule (cron, in retrain_timezone)
+    retrain_timezone: str = "UTC"
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from cronsim import CronSim, CronSimError  # Prefect's own cron parser
+
+        try:
+            CronSim(value, datetime.now())
+        except CronSimError as exc:
+            raise ValueError(f"not a valid cron expression: {exc}") from None
+        return value
+
+    @field_validator("retrain_timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'UTC' or 'Europe/Paris')") from None
+        return value
+
+
+class PromotionParams(Section):
+    # The gate of the scheduled-retrain flow: the new final model becomes `champion` only if none of these evaluation
+    # metrics (keys of metrics/<model>.json) is worse than the champion's by more than `tolerance`.
+    gate: dict[str, Literal["higher", "lower"]] = {"pass@1": "higher", "refusal_rate": "higher"}  # better when
+    tolerance: float = Field(0.0, ge=0)
 
 
 class PromptParams(Section):
@@ -298,6 +330,7 @@ class Params(Section):
     student_rl: GRPOParams = GRPOParams(model="models/student_cold_start")
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegistryParams = RegistryParams()
+    promotion: PromotionParams = PromotionParams()
 
     @model_validator(mode="after")
     def _comparable(self) -> Params:

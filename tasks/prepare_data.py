@@ -11,15 +11,19 @@ Outputs (JSON Lines, fields documented in data/README.md):
                                   answer)
     data/toy/preferences_train.jsonl  preference pairs (prompt, chosen, rejected) for the reward model
     data/toy/preferences_test.jsonl   held-out pairs (on held-out prompts) for its pairwise accuracy
+
+Rows accepted from the drop folder (data/extra/, see tasks/incoming.py) are appended to train.jsonl (prompts) and
+preferences_train.jsonl (preference pairs).
 """
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import mlflow
 
-from tasks import toy_world
+from tasks import incoming, toy_world
 from tasks.data import write_jsonl
 from tasks.params import ToyWorldParams, load_params
 from tasks.tracking import stage_run
@@ -35,7 +39,8 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
     safety_train, safety_test = toy_world.safety_rows(p.seed, p.harmful_requests, p.harmful_test_size)
     general_train, general_test = general_train + safety_train, general_test + safety_test
     counts = {
-        "train": write_jsonl(out / "train.jsonl", (toy_world.problem_row(x, "train", i) for i, x in enumerate(train))),
+        "train": write_jsonl(out / "train.jsonl", chain(
+            (toy_world.problem_row(x, "train", i) for i, x in enumerate(train)), incoming.accepted_rows("prompts"))),
         "test": write_jsonl(out / "test.jsonl", (toy_world.problem_row(x, "test", i) for i, x in enumerate(test))),
         # The cold-start set is the head of the train split: R1 uses a few thousand curated examples.
         "cold_start": write_jsonl(out / "cold_start.jsonl", toy_world.cold_start_rows(
@@ -45,7 +50,8 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
         "general_train": write_jsonl(out / "general_train.jsonl", general_train),
         "general_test": write_jsonl(out / "general_test.jsonl", general_test),
         "preferences_train": write_jsonl(out / "preferences_train.jsonl",
-                                         toy_world.preference_rows(general_train, p.seed, "train")),
+                                         chain(toy_world.preference_rows(general_train, p.seed, "train"),
+                                               incoming.accepted_rows("preferences"))),
         "preferences_test": write_jsonl(out / "preferences_test.jsonl",
                                         toy_world.preference_rows(general_test, p.seed, "test")),
     }

@@ -19,15 +19,25 @@ import mlflow
 import yaml
 from pydantic import BaseModel
 
-from tasks.params import load_params
+from tasks.data import DataError
+from tasks.params import ParamsError, load_params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "R1_PARENT_RUN_ID"
 FLOW_RUN_ENV = "R1_FLOW_RUN_ID"
+# Where a stage writes the error that made it fail on bad input (invalid data or params): the flow does not retry it.
+BAD_INPUT_ENV = "R1_BAD_INPUT_FILE"
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def ui_url() -> str:
+    """Where people open the MLflow UI: the tracking server itself, or what `make mlflow-ui` serves."""
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else os.environ.get(
+        "MLFLOW_UI_URL", "http://127.0.0.1:5000")
 
 
 def setup(experiment: str) -> None:
@@ -69,7 +79,17 @@ def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow
     with mlflow.start_run(run_name=stage, parent_run_id=os.environ.get(PARENT_RUN_ENV) or None, tags=tags) as run:
         # Prefixed so TRL's own TrainingArguments params (same names, other values) never collide with ours.
         mlflow.log_params(flatten(params, prefix="params."))
-        yield run
+        try:
+            yield run
+        except (DataError, ParamsError) as exc:
+            report_bad_input(exc)
+            raise
+
+
+def report_bad_input(exc: Exception) -> None:
+    """Tell the flow (if one runs this stage) that it failed on bad input, so that it does not retry it."""
+    if os.environ.get(BAD_INPUT_ENV):
+        Path(os.environ[BAD_INPUT_ENV]).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
 
 
 def metric_name(key: str) -> str:

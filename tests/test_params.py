@@ -38,6 +38,10 @@ def test_every_section_of_the_schema_is_in_params_yaml():
     ({"evaluate.models": ["base", "distill_huge"]}, "evaluate.models names ['distill_huge']"),
     ({"student_rl.max_steps": 3}, "student_rl.max_steps (3) must equal reasoning_rl.max_steps"),
     ({"r1_zero.prompt_template": "no slot here"}, "prompt_template must contain the slot {prompt} exactly once"),
+    ({"orchestration.retrain_cron": "0 25 * * *"}, "orchestration.retrain_cron: not a valid cron expression"),
+    ({"orchestration.retrain_timezone": "Europe/Atlantis"}, "unknown time zone 'Europe/Atlantis'"),
+    ({"promotion.gate.pass@1": "up"}, "promotion.gate.pass@1"),
+    ({"promotion.tolerance": -0.1}, "promotion.tolerance"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_key(overrides, message):
     raw = apply_overrides(read_yaml("params.yaml"), overrides)
