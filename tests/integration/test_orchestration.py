@@ -45,6 +45,7 @@ STAGES = ["prepare_data", "base_model", "reward_model", "evaluate@base", "regist
 WORKSPACE_PARAMS = {
     "evaluate.models": ["base"],
     "registry.model": "base",
+    "reward_model.model": "models/base",  # the recipe's RM starts from resft, a stage these runs do not select
     "base_model.epochs": 0.2,
     "reward_model.epochs": 0.2,
     "evaluate.num_samples": 1,
