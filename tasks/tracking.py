@@ -111,14 +111,17 @@ def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str,
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("stage", help=f"one of {', '.join(stages)}")
     stage = parser.parse_args().stage
-    if not any(stage == s or (s.endswith("_*") and stage.startswith(s[:-1])) for s in stages):
+    family = next((s for s in stages if stage == s or (s.endswith("_*") and stage.startswith(s[:-1]))), None)
+    if family is None:
         parser.error(f"unknown stage '{stage}'; this module runs {', '.join(stages)}")
+    # An instance of a family is a DVC foreach stage (`distill_tiny` is `distill@tiny`): MLflow tags it by that name.
+    dvc_stage = stage if family == stage else f"{family[:-2]}@{stage.removeprefix(family[:-1])}"
     params = load_params()
     try:
         section = params.stage_section(stage)
     except ValueError as exc:
         parser.error(str(exc))
-    with stage_run(stage, section, params.tracking.experiment):
+    with stage_run(dvc_stage, section, params.tracking.experiment):
         metrics = run(stage, section, params, Path(out_dir) / stage)
         log_metrics(metrics)
     return stage, metrics
