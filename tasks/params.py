@@ -35,6 +35,10 @@ class LoraParams(Section):
 class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # More than one process: training stages (SFT, GRPO, reward model) run under `accelerate launch`, one process per
+    # GPU (or CPU process, gloo). `accelerate_config` picks DDP, DeepSpeed ZeRO-2/3 or FSDP (configs/accelerate/).
+    num_processes: PositiveInt = 1
+    accelerate_config: str | None = None
 
 
 class TrackingParams(Section):
