@@ -3,12 +3,15 @@
     python -m flows.pipeline                       # every stage; DVC skips what is up to date
     python -m flows.pipeline --stages reasoning_rl # only these stages (each still through DVC)
     python -m flows.pipeline --set reasoning_rl.learning_rate=5e-7   # a DVC experiment named after the flow run
+    python -m flows.pipeline --recipe qwen2.5-math-1.5b               # recipes/<name>.yaml as params: an experiment
 
 Each task runs exactly one stage with `dvc repro --single-item <stage>` in its own process group, so DVC alone
 decides what is stale (no Prefect caching), a transient failure is retried, and cancelling the flow kills the stage
 and all its children. A run with params overrides is one `dvc exp run --set-param ...` instead, so its params,
-metrics and outputs are versioned and comparable with `dvc exp show`. Overrides are validated before any work; a
-stage failing on bad input (invalid data or params) is not retried and its message is the task's error.
+metrics and outputs are versioned and comparable with `dvc exp show`; so is a run of a recipe (recipes/<name>.yaml,
+a complete params file that params.yaml holds for the run; shell equivalent:
+`cp recipes/<name>.yaml params.yaml && dvc exp run --name <name> && git checkout params.yaml`). Recipe and
+overrides are validated before any work; a stage failing on bad input (invalid data or params) is not retried and its message is the task's error.
 The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages (the last
 one, `report`, writes reports/report.html), and reports the ladder (printed, and as a markdown artifact in the
 Prefect UI).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +51,8 @@ LOCK_FILE = ".r1-pipeline.lock"  # one pipeline run per workspace: a second one 
 # dvc.lock stays as DVC left it, so it keeps describing the outputs in the workspace: stages whose params the
 # experiment changed are then stale for the next plain run, and DVC re-runs exactly those.
 EXPERIMENT_RESTORES = ("params.yaml",)
+DVC_PARAMS = Path("params.yaml")  # the one params file `dvc repro` / `dvc exp run` read
+RECIPES_DIR = Path("recipes")  # complete params files for real runs, selected by name
 
 
 class StageFailed(RuntimeError):
@@ -87,10 +93,32 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     return parsed
 
 
-def validated_params(overrides: list[str] | None) -> Params:
-    """params.yaml with the overrides applied, validated: a bad key or value fails here, before any work."""
-    source = f"{PARAMS_FILE} with overrides {overrides}" if overrides else str(PARAMS_FILE)
-    return validate(apply_overrides(read_yaml(PARAMS_FILE), parse_overrides(overrides)), source=source)
+def recipe_file(name: str) -> Path:
+    """recipes/<name>.yaml; an unknown name fails with the list of recipes."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+        raise ParamsError(f"unknown recipe {name!r}; {RECIPES_DIR}/ has {available}")
+    return path
+
+
+def validated_params(overrides: list[str] | None, recipe: str | None = None) -> Params:
+    """params.yaml (or the recipe) with the overrides applied, validated: a bad key or value fails here, before any
+    work."""
+    path = recipe_file(recipe) if recipe else PARAMS_FILE
+    source = f"{path} with overrides {overrides}" if overrides else str(path)
+    return validate(apply_overrides(read_yaml(path), parse_overrides(overrides)), source=source)
+
+
+@contextmanager
+def recipe_params(recipe: str | None) -> Iterator[None]:
+    """params.yaml holds the recipe while the pipeline runs (DVC reads no other params file), then is put back."""
+    if recipe is None:
+        yield
+        return
+    with restored(EXPERIMENT_RESTORES):
+        shutil.copyfile(recipe_file(recipe), DVC_PARAMS)
+        yield
 
 
 def stage_env(parent_run_id: str) -> dict[str, str]:
@@ -169,8 +197,9 @@ class RecipeRun:
     name: str
     stages: list[str]
     parent_run_id: str
-    experiment: str | None = None  # the DVC experiment, for runs with overrides
+    experiment: str | None = None  # the DVC experiment, for runs with overrides or a recipe
     overrides: list[str] = field(default_factory=list)
+    recipe: str | None = None
     ladder: str = ""
 
 
@@ -189,19 +218,21 @@ def workspace_lock() -> Iterator[None]:
         lock.release()
 
 
-def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | None) -> RecipeRun:
-    """Run the selected stages (all by default) under one parent MLflow run; the caller holds the workspace lock."""
+def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | None,
+               recipe: str | None = None) -> RecipeRun:
+    """Run the selected stages (all by default) under one parent MLflow run; the caller holds the workspace lock
+    (and for a recipe, has put it in params.yaml: `recipe_params`)."""
     logger = get_run_logger()
     selected = select_stages(stages)
     name = flow_run.get_name() or "pipeline"
     retry = {"retries": params.orchestration.retries, "retry_delay_seconds": params.orchestration.retry_delay_seconds}
     with tracking.pipeline_run(params.tracking.experiment, name, flow_run.get_id()) as parent:
-        run = RecipeRun(name, selected, parent.info.run_id, overrides=list(overrides or []))
+        run = RecipeRun(name, selected, parent.info.run_id, overrides=list(overrides or []), recipe=recipe)
         env = stage_env(parent.info.run_id)
-        if overrides:
+        if overrides or recipe:
             # DVC leaves an experiment's params in the workspace; they are put back afterwards so the next plain run
             # starts from the workspace's own params.yaml (`dvc exp apply <name>` brings the experiment back).
-            logger.info("DVC experiment %s: %s, stages %s", name, overrides, selected)
+            logger.info("DVC experiment %s: recipe %s, overrides %s, stages %s", name, recipe, overrides, selected)
             with restored(EXPERIMENT_RESTORES):
                 run.experiment = run_experiment.with_options(**retry)(
                     name, run.overrides, selected if stages else None, env)
@@ -229,27 +260,30 @@ def mlflow_links(parent_run_id: str) -> list[str]:
 
 
 def summary(run: RecipeRun) -> str:
-    how = (f"DVC experiment `{run.experiment}` (`dvc exp show`), overrides: `{' '.join(run.overrides)}`"
-           if run.experiment else "`dvc repro`, one Prefect task per stage")
+    how = (f"DVC experiment `{run.experiment}` (`dvc exp show`), recipe: `{run.recipe or 'params.yaml'}`, "
+           f"overrides: `{' '.join(run.overrides)}`" if run.experiment else "`dvc repro`, one Prefect task per stage")
     return "\n".join([f"### Recipe run `{run.name}`", "", f"- how: {how}", f"- stages: {', '.join(run.stages)}", "",
                       f"#### Ladder (`{LADDER_FILE}`, as the ladder stage last wrote it)", "", run.ladder.strip(), "", "#### MLflow runs", "",
                       *mlflow_links(run.parent_run_id)])
 
 
 @flow(name="r1-pipeline")
-def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None) -> str:
-    """Run the R1 recipe through DVC; with overrides, as a DVC experiment named after the flow run.
+def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None, recipe: str | None = None) -> str:
+    """Run the R1 recipe through DVC; with overrides or a recipe, as a DVC experiment named after the flow run.
 
     Args:
         stages: DVC stages to run, e.g. ["reasoning_rl", "evaluate@reasoning_rl"] (default: all; DVC skips what is
             up to date).
         overrides: params.yaml overrides as dotted.key=value, e.g. ["reasoning_rl.learning_rate=5e-7"]; validated
             before any work. With overrides the run is `dvc exp run --set-param ...` (see `dvc exp show`).
+        recipe: a params file of recipes/ by name, e.g. "qwen2.5-math-1.5b" (default: params.yaml); validated before
+            any work, the overrides apply on top of it, and the run is a DVC experiment with it as params.yaml.
     """
-    params = validated_params(overrides)  # a bad params.yaml, override or stage name fails the flow here,
-    select_stages(stages)                 # before any work
-    with workspace_lock():
-        run = run_recipe(params, stages, overrides)
+    params = validated_params(overrides, recipe)  # a bad params file, recipe, override or stage name fails the
+    if recipe is None:                            # flow here, before any work (a recipe's stages, e.g.
+        select_stages(stages)                     # real_data@<name>, exist once it is in params.yaml: checked
+    with workspace_lock(), recipe_params(recipe): # by run_recipe before its first stage)
+        run = run_recipe(params, stages, overrides, recipe)
     create_markdown_artifact(summary(run), key="r1-pipeline-summary", description="ladder and MLflow runs")
     print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{run.ladder}")
     if REPORT_FILE.exists():
@@ -263,8 +297,10 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", help="run only these DVC stages (default: all)")
     parser.add_argument("--set", nargs="+", dest="overrides", metavar="KEY=VALUE",
                         help="params.yaml overrides (dotted keys): the run becomes a DVC experiment")
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="run recipes/NAME.yaml as the params (a DVC experiment); --set applies on top of it")
     args = parser.parse_args()
-    pipeline(stages=args.stages, overrides=args.overrides)
+    pipeline(stages=args.stages, overrides=args.overrides, recipe=args.recipe)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,26 @@ class ToyWorldParams(Section):
         return self
 
 
+class RealSource(Section):
+    # One public data set file brought into data/real/<name>/ by the stage real_data@<name> (tasks/real_data.py).
+    path: str  # a JSON Lines file, e.g. ../shared/data/gsm8k/train.jsonl
+    format: Literal["gsm8k", "math"]  # gsm8k: question + answer ending `#### N`; math: problem, solution, answer
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the stage fails when the file's hash differs
+
+
+class RealDataParams(Section):
+    # Empty for the toy world: the foreach stage real_data@<name> then generates no stage at all.
+    sources: dict[str, RealSource] = {}
+
+    @field_validator("sources")
+    @classmethod
+    def _names(cls, sources: dict[str, RealSource]) -> dict[str, RealSource]:
+        bad = [name for name in sources if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"source names {bad} must be identifiers (they name stages and data directories)")
+        return sources
+
+
 class BaseModelParams(Section):
     # "toy": build a tokenizer and pretrain a tiny Llama here. "pretrained": resolve `model_name_or_path`
     # (a Hugging Face id or a local directory) and save it as the base.
@@ -320,6 +340,7 @@ class Params(Section):
     prompt: PromptParams = PromptParams()
     generation: GenerationParams = GenerationParams()
     toy_world: ToyWorldParams = ToyWorldParams()
+    real_data: RealDataParams = RealDataParams()
     base_model: BaseModelParams = BaseModelParams()
     cold_start_sft: SFTParams = SFTParams()
     reasoning_rl: GRPOParams = GRPOParams()

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from flows.pipeline import parse_overrides, validated_params
+from flows import pipeline
+from flows.pipeline import parse_overrides, recipe_params, validated_params
 from tasks import tracking
 from tasks.data import DataError
 from tasks.params import ParamsError
@@ -41,3 +42,43 @@ def test_a_stage_reports_bad_input_to_the_flow(tmp_path, monkeypatch):
         with tracking.stage_run("prepare_data", tracking.load_params().toy_world, "test"):
             raise DataError("data/toy/train.jsonl:3: broken JSON line")
     assert report.read_text() == "DataError: data/toy/train.jsonl:3: broken JSON line\n"
+
+
+def test_a_recipe_is_chosen_by_name_and_validated_with_its_overrides():
+    params = validated_params(None, "qwen2.5-math-1.5b")
+    assert params.base_model.model_name_or_path == "Qwen/Qwen2.5-Math-1.5B"
+    overridden = validated_params(["reasoning_rl.max_steps=5", "student_rl.max_steps=5"], "qwen2.5-math-1.5b")
+    assert (overridden.reasoning_rl.max_steps, overridden.reasoning_rl.beta) == (5, 0.001)
+    with pytest.raises(ParamsError, match=re.escape("unknown recipe 'qwen-typo'; recipes/ has [")) as error:
+        validated_params(None, "qwen-typo")
+    assert "'qwen2.5-math-1.5b'" in str(error.value)
+
+
+def test_a_bad_recipe_fails_naming_its_file_and_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "RECIPES_DIR", tmp_path)
+    (tmp_path / "bad.yaml").write_text("reasoning_rl:\n  betta: 0.001\n")
+    with pytest.raises(ParamsError, match=re.escape(f"{tmp_path / 'bad.yaml'}: unknown key 'reasoning_rl.betta' "
+                                                    "(did you mean 'beta'?)")):
+        validated_params(None, "bad")
+
+
+def test_the_recipe_is_params_yaml_while_the_pipeline_runs_then_put_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "real.yaml").write_text("seed: 1\n")
+    (tmp_path / "params.yaml").write_text("seed: 42\n")
+    with pytest.raises(RuntimeError, match="stage crashed"):
+        with recipe_params("real"):
+            assert (tmp_path / "params.yaml").read_text() == "seed: 1\n"  # what `dvc exp run` reads
+            raise RuntimeError("stage crashed")
+    assert (tmp_path / "params.yaml").read_text() == "seed: 42\n"
+    with recipe_params(None):  # no recipe: params.yaml as it is
+        assert (tmp_path / "params.yaml").read_text() == "seed: 42\n"
+
+
+def test_the_cli_passes_the_recipe_and_overrides_to_the_flow(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "pipeline", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("sys.argv", ["flows.pipeline", "--recipe", "qwen2.5-math-1.5b", "--set", "evaluate.limit=50"])
+    pipeline.main()
+    assert calls == [{"stages": None, "overrides": ["evaluate.limit=50"], "recipe": "qwen2.5-math-1.5b"}]

@@ -1,0 +1,86 @@
+"""The real recipes (recipes/*.yaml): valid params, R1's values, and a DVC pipeline wired to the real data."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+GRPO_SECTIONS = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
+
+
+def keys(tree: dict, prefix: str = "") -> set[str]:
+    """Dotted keys of a params tree, down to the sections' fields (not into dicts of names such as students)."""
+    out = set()
+    for key, value in tree.items():
+        out.add(prefix + key)
+        if isinstance(value, dict) and key not in ("sources", "students", "gate"):
+            out |= keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_there_is_a_one_gpu_and_a_multi_gpu_recipe():
+    assert {path.stem for path in RECIPES} >= {"qwen2.5-math-1.5b", "qwen2.5-math-1.5b-8gpu"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_a_recipe_is_valid_complete_params_with_r1s_values(path):
+    params = load_params(path)  # a typo or an impossible value fails here, naming the key
+    # DVC reads dvc.yaml's ${...} keys and the stages' params from the file itself, not the schema's defaults.
+    missing = keys(yaml.safe_load((ROOT / "params.yaml").read_text())) - keys(yaml.safe_load(path.read_text()))
+    assert not missing, f"{path.name} lacks keys params.yaml has: {sorted(missing)}"
+
+    assert params.base_model.source == "pretrained" and params.base_model.model_name_or_path
+    assert "<think>" in params.prompt.system and "\\boxed{}" in params.prompt.system  # R1's format, by prompt
+    for name in GRPO_SECTIONS:
+        rl = getattr(params, name)
+        assert (rl.beta, rl.num_generations) == (0.001, 16), name
+    for name in ("reasoning_rl", "r1_zero", "student_rl"):
+        assert getattr(params, name).temperature == 1.0, name
+    ev = params.evaluate
+    assert (ev.temperature, ev.top_p) == (0.6, 0.95) and ev.num_samples > 1  # pass@1 over k samples
+    assert ev.data.startswith("data/real/")
+
+    # Every data path under data/real/ is an out of a real_data stage of this recipe.
+    sources = params.real_data.sources
+    assert {"gsm8k_train", "gsm8k_test", "math500"} <= set(sources)
+    real_paths = [value for section in params.model_dump().values() if isinstance(section, dict)
+                  for value in section.values() if isinstance(value, str) and value.startswith("data/real/")]
+    assert real_paths and all(Path(p).parts[2] in sources for p in real_paths), real_paths
+
+
+def test_the_multi_gpu_recipe_launches_processes_with_zero2_and_r1s_batch():
+    params = load_params(ROOT / "recipes" / "qwen2.5-math-1.5b-8gpu.yaml")
+    assert params.runtime.num_processes > 1
+    assert params.runtime.accelerate_config == "configs/accelerate/zero2.yaml"
+    rl = params.reasoning_rl
+    completions = rl.per_device_train_batch_size * params.runtime.num_processes * rl.gradient_accumulation_steps
+    assert (completions, completions // rl.num_generations) == (512, 32)  # R1: 32 questions x 16 samples per step
+
+
+def dvc_graph(params_file: Path, workspace: Path) -> dict[str, set[str]]:
+    """Each stage of dvc.yaml with `params_file` as params.yaml -> the stages it depends on."""
+    from dvc.repo import Repo
+
+    workspace.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", workspace / "dvc.yaml")
+    shutil.copy(params_file, workspace / "params.yaml")
+    Repo.init(str(workspace), no_scm=True).close()
+    with Repo(str(workspace)) as repo:
+        graph = repo.index.graph
+        return {stage.name: {dep.name for dep in graph.successors(stage)} for stage in repo.index.stages}
+
+
+def test_the_toy_dag_has_no_real_data_stage_and_a_recipes_dag_runs_on_the_real_data(tmp_path):
+    toy = dvc_graph(ROOT / "params.yaml", tmp_path / "toy")
+    assert not [stage for stage in toy if stage.startswith("real_data")]
+    for recipe in RECIPES:
+        dag = dvc_graph(recipe, tmp_path / recipe.stem)
+        sources = load_params(recipe).real_data.sources
+        assert {f"real_data@{name}" for name in sources} <= set(dag)
+        assert "real_data@gsm8k_train" in dag["cold_start_sft"] and "real_data@gsm8k_train" in dag["reasoning_rl"]
+        assert "real_data@math500" in dag["evaluate@base"]
