@@ -383,6 +383,8 @@ def _describe(error: dict, source: str) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"{source}: unknown key '{key}'{hint}"
     message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a check across a whole section: its message names the keys
+        return f"{source}: {key}: {message}"
     return f"{source}: {key}: {message} (got {error.get('input')!r})"
 
 
