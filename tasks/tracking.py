@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -31,17 +32,44 @@ FLOW_RUN_ENV = "R1_FLOW_RUN_ID"
 PID_TAG, HOST_TAG = "pid", "host"
 # Where a stage writes the error that made it fail on bad input (invalid data or params): the flow does not retry it.
 BAD_INPUT_ENV = "R1_BAD_INPUT_FILE"
+SECRET_KEY = re.compile(r"token|key|secret|passw|auth|signature|credential", re.IGNORECASE)  # URL query parameters
 
 
 def tracking_uri() -> str:
+    """The store, credentials included: pass it to MLflow, never print or log it (`redact` it first)."""
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
+def redact(url: str) -> str:
+    """`url` fit to print, log or write in a report: the password (or a lone token) of its user info and the values
+    of secret-looking query parameters replaced by ***. Credentials belong in the environment (MLFLOW_TRACKING_URI,
+    or better MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN), never in params.yaml."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    location, query_sep, query = rest.partition("?")
+    netloc, slash, path = location.partition("/")
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"  # https://TOKEN@host: the user part is the secret
+    if query_sep:
+        query, hash_sep, fragment = query.partition("#")
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(key + eq + ("***" if eq and SECRET_KEY.search(key) else value) for key, eq, value in pairs)
+        query += hash_sep + fragment
+    return f"{scheme}://{netloc}{slash}{path}{query_sep}{query}"
+
+
 def ui_url() -> str:
-    """Where people open the MLflow UI: the tracking server itself, or what `make mlflow-ui` serves."""
+    """Where people open the MLflow UI: the tracking server itself (without its credentials: the browser asks for
+    them), or what `make mlflow-ui` serves."""
     uri = tracking_uri()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else os.environ.get(
-        "MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    if uri.startswith(("http://", "https://")):
+        scheme, _, rest = uri.partition("://")
+        netloc, slash, path = rest.split("?")[0].partition("/")
+        return f"{scheme}://{netloc.rsplit('@', 1)[-1]}{slash}{path}".rstrip("/")
+    return os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
 
 
 def setup(experiment: str) -> None:
