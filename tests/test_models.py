@@ -74,3 +74,16 @@ def test_each_stage_names_a_missing_model_before_any_work(stage, tmp_path, tiny,
         run()
     assert "models/nope" in str(error.value) and "not a model directory" in str(error.value)
     assert not (tmp_path / "out").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_skips_a_checkpoint_the_kill_cut_short(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    assert models.resume_checkpoint(checkpoints, "inputs-a") is None
+    for step in (2, 4, 6):
+        (checkpoints / f"checkpoint-{step}").mkdir()
+        (checkpoints / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+    for step in (2, 4):  # trainer_state.json is what a Trainer writes last
+        (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert models.resume_checkpoint(checkpoints, "inputs-a") == str(checkpoints / "checkpoint-4")
+    assert not (checkpoints / "checkpoint-6").exists()
+    assert models.resume_checkpoint(checkpoints, "inputs-b") is None  # other inputs: nothing is resumed

@@ -30,6 +30,17 @@ def complete_checkpoints(path):
     return sorted(int(c.parent.name.split("-")[1]) for c in path.glob("checkpoint-*/trainer_state.json"))
 
 
+def stage_process(dvc_pid):
+    """The stage's own python process under DVC (DVC's short-lived helpers may vanish while we look)."""
+    for child in psutil.Process(dvc_pid).children(recursive=True):
+        try:
+            if "tasks.grpo" in child.cmdline():
+                return child
+        except psutil.Error:
+            pass
+    raise AssertionError("no `python -m tasks.grpo` process under dvc repro")
+
+
 def stage_runs(stage):
     return mlflow.search_runs(experiment_names=["kill-resume"], filter_string=f"tags.stage = '{stage}'",
                               order_by=["attributes.start_time ASC"], output_format="list")
@@ -55,8 +66,7 @@ def test_a_killed_training_stage_resumes_where_it_stopped(workspace, tiny):
     while not complete_checkpoints(checkpoints):
         assert repro.poll() is None and time.monotonic() < deadline, "the stage ended before its first checkpoint"
         time.sleep(0.05)
-    stage = next(p for p in psutil.Process(repro.pid).children(recursive=True) if "tasks.grpo" in p.cmdline())
-    stage.send_signal(signal.SIGKILL)
+    stage_process(repro.pid).send_signal(signal.SIGKILL)
     assert repro.wait(timeout=60) != 0
     resumed_from = complete_checkpoints(checkpoints)[-1]
     assert resumed_from < STEPS
