@@ -20,7 +20,7 @@ PREFECT_PORT ?= 4200
 # `make serve` talks to this server; point it at a remote one (or Prefect Cloud) by setting PREFECT_API_URL.
 PREFECT_API_URL ?= http://$(HOST):$(PREFECT_PORT)/api
 
-.PHONY: venv run repro report report-check test bench bench-gpu mlflow-ui prefect-server serve clean
+.PHONY: venv run repro report report-check test bench bench-load bench-gpu mlflow-ui prefect-server serve clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,10 @@ test: venv
 
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.load
+
+bench-load: venv  ## load targets only: 20,000-prompt pool, 100,000 reward scores, 10,000 completions of 100 kB
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.load
 
 bench-gpu: venv  ## the stages on one GPU in bf16 with a 0.39 B model layout: stage times, GRPO s/step, tokens/s
 	$(PY) -m benchmarks.gpu

@@ -288,7 +288,9 @@ def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None
     print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{run.ladder}")
     if REPORT_FILE.exists():
         print(f"Run report: {REPORT_FILE.resolve()}")
-    print(f"MLflow UI: mlflow ui --backend-store-uri {tracking.tracking_uri()} --host 127.0.0.1 --port 5000")
+    uri = tracking.tracking_uri()
+    print(f"MLflow UI: {tracking.ui_url()}" if uri.startswith(("http://", "https://")) else
+          f"MLflow UI: mlflow ui --backend-store-uri {tracking.redact(uri)} --host 127.0.0.1 --port 5000")
     return run.ladder
 
 

@@ -55,6 +55,8 @@ def corpus_texts(corpus: Path) -> list[str]:
 
 
 def resolve_pretrained(name: str, params: Params, out: Path) -> dict:
+    if name.startswith(("/", ".", "~")):  # a local path, never a Hub id: say so rather than "invalid repo id"
+        models.require_model_dir(Path(name).expanduser())
     tokenizer = models.load_tokenizer(name)
     model = AutoModelForCausalLM.from_pretrained(name, dtype=models.torch_dtype(params.runtime))
     models.save_model(model, tokenizer, out)

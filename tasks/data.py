@@ -37,7 +37,7 @@ def read_jsonl(path: Path | str, required: Iterable[str] = ("id",), limit: int |
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # else a row cut short fails at column 1 of the next line
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{number}: broken JSON line ({exc.msg}, column {exc.colno})") from None
             if not isinstance(row, dict):

@@ -6,8 +6,9 @@ Device and precision are decided here and only here, from params and the hardwar
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -115,12 +116,17 @@ def save_model(model, tokenizer, out: Path) -> None:
 
 
 def resume_checkpoint(checkpoints: Path, fingerprint: str) -> str | None:
-    """The newest `checkpoint-N` a Trainer wrote for these same inputs, to resume a stage killed mid-training.
+    """The newest complete `checkpoint-N` a Trainer wrote for these same inputs, to resume a stage killed
+    mid-training.
 
-    Checkpoints of other inputs (params or upstream model changed since) are deleted, never resumed."""
+    Checkpoints of other inputs (params or upstream model changed since) are deleted, never resumed; so is one the
+    kill cut short (a Trainer writes trainer_state.json last; resuming from a checkpoint without it crashes)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     keep_if_same_inputs(checkpoints, fingerprint)
+    for checkpoint in checkpoints.glob("checkpoint-*"):
+        if checkpoint.is_dir() and not (checkpoint / "trainer_state.json").exists():
+            shutil.rmtree(checkpoint)
     return get_last_checkpoint(str(checkpoints))
 
 

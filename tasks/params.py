@@ -404,8 +404,8 @@ def _describe(error: dict, source: str) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"{source}: unknown key '{key}'{hint}"
     message = error["msg"].removeprefix("Value error, ")
-    if not error["loc"]:  # a cross-section check: its message names the keys; the input is the whole file
-        return f"{source}: {message}"
+    if isinstance(error.get("input"), dict):  # a check across a section (or sections): its message names the keys
+        return f"{source}: {key}: {message}" if error["loc"] else f"{source}: {message}"
     return f"{source}: {key}: {message} (got {error.get('input')!r})"
 
 

@@ -14,6 +14,7 @@ too long, no long repeated n-grams; then de-duplication and at most m kept per p
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -120,7 +121,8 @@ def sample_shards(rows: list[dict], p: RejectionSamplingParams, params: Params, 
             prompts = [with_system_prompt(r["prompt"], params.prompt.system) for r in chunk]
             sampling = Sampling(n=p.samples_per_prompt, temperature=p.temperature, top_p=p.top_p,
                                 max_new_tokens=p.max_new_tokens, seed=params.seed + start)
-            generated = generator(prompts, sampling, desc=f"sample shard {start // p.shard_size}")
+            shard = f"{start // p.shard_size + 1}/{math.ceil(len(rows) / p.shard_size)}"  # one bar per shard: k/n
+            generated = generator(prompts, sampling, desc=f"sample shard {shard}")
             flat = [(row, s) for row, outs in zip(chunk, generated) for s in outs]
             scores = rewards.score_batch([s.text for _, s in flat], [row["answer"] for row, _ in flat],
                                          language=params.prompt.language)

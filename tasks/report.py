@@ -32,7 +32,7 @@ from mlflow import MlflowClient
 from tasks import params as params_module
 from tasks.data import write_json
 from tasks.params import Params, load_params
-from tasks.tracking import git_commit, stage_run, tracking_uri
+from tasks.tracking import git_commit, redact, stage_run, tracking_uri
 
 REPORTS = Path("reports")
 METRICS = Path("metrics")
@@ -184,7 +184,7 @@ def provenance(runs: dict, experiment: str) -> dict:
         "git": git_state(),
         "params_file": str(params_file),
         "params_yaml": params_file.read_text(encoding="utf-8") if params_file.exists() else "",
-        "tracking_uri": tracking_uri(), "experiment": experiment,
+        "tracking_uri": redact(tracking_uri()), "experiment": experiment,
         "stages": [{"stage": s, "outs": outs.get(s, {}), "mlflow_run_id": runs[s].info.run_id if s in runs else None}
                    for s in stages],
     }

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import psutil
 import yaml
 from pydantic import BaseModel
 
@@ -25,25 +28,90 @@ from tasks.params import ParamsError, load_params
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "R1_PARENT_RUN_ID"
 FLOW_RUN_ENV = "R1_FLOW_RUN_ID"
+# Tags naming the process that owns a run: a run still RUNNING whose process is gone was killed (SIGKILL, OOM, power).
+PID_TAG, HOST_TAG = "pid", "host"
 # Where a stage writes the error that made it fail on bad input (invalid data or params): the flow does not retry it.
 BAD_INPUT_ENV = "R1_BAD_INPUT_FILE"
+SECRET_KEY = re.compile(r"token|key|secret|passw|auth|signature|credential", re.IGNORECASE)  # URL query parameters
 
 
 def tracking_uri() -> str:
+    """The store, credentials included: pass it to MLflow, never print or log it (`redact` it first)."""
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
+def redact(url: str) -> str:
+    """`url` fit to print, log or write in a report: the password (or a lone token) of its user info and the values
+    of secret-looking query parameters replaced by ***. Credentials belong in the environment (MLFLOW_TRACKING_URI,
+    or better MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN), never in params.yaml."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    location, query_sep, query = rest.partition("?")
+    netloc, slash, path = location.partition("/")
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"  # https://TOKEN@host: the user part is the secret
+    if query_sep:
+        query, hash_sep, fragment = query.partition("#")
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(key + eq + ("***" if eq and SECRET_KEY.search(key) else value) for key, eq, value in pairs)
+        query += hash_sep + fragment
+    return f"{scheme}://{netloc}{slash}{path}{query_sep}{query}"
+
+
 def ui_url() -> str:
-    """Where people open the MLflow UI: the tracking server itself, or what `make mlflow-ui` serves."""
+    """Where people open the MLflow UI: the tracking server itself (without its credentials: the browser asks for
+    them), or what `make mlflow-ui` serves."""
     uri = tracking_uri()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else os.environ.get(
-        "MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    if uri.startswith(("http://", "https://")):
+        scheme, _, rest = uri.partition("://")
+        netloc, slash, path = rest.split("?")[0].partition("/")
+        return f"{scheme}://{netloc.rsplit('@', 1)[-1]}{slash}{path}".rstrip("/")
+    return os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
 
 
 def setup(experiment: str) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
+    fail_orphaned_runs(experiment)
+
+
+def owner_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def process_alive(pid: int, since_ms: int) -> bool:
+    """Whether the process `pid` that was running at `since_ms` (epoch ms) still runs: a process that took the same
+    pid later does not count."""
+    try:
+        created_ms = psutil.Process(pid).create_time() * 1000
+    except psutil.NoSuchProcess:
+        return False
+    return created_ms <= since_ms + 1000  # create_time is rounded to clock ticks
+
+
+def fail_orphaned_runs(experiment: str) -> list[str]:
+    """Mark FAILED the runs of `experiment` left RUNNING by a process of this host that no longer exists.
+
+    A SIGKILLed stage cannot end its own MLflow run; the next stage or pipeline run that starts here ends it, so no
+    orphan stays "RUNNING". Runs of other hosts, and runs whose process is alive, are left alone."""
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    host = socket.gethostname()
+    orphans = []
+    for run in client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        pid, owner = run.data.tags.get(PID_TAG, ""), run.data.tags.get(HOST_TAG)
+        if owner == host and pid.isdigit() and not process_alive(int(pid), run.info.start_time):
+            client.set_tag(run.info.run_id, "failure", f"process {pid} died without ending this run (killed?); "
+                                                       f"marked FAILED by process {os.getpid()}")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            orphans.append(run.info.run_id)
+    return orphans
 
 
 def git_commit() -> str:
@@ -71,7 +139,7 @@ def flatten(params: BaseModel | dict, prefix: str = "") -> dict[str, str]:
 def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage, tagged with git commit and flow-run id; failed if the stage raises."""
     setup(experiment)
-    tags = {"stage": stage, "git_commit": git_commit()}
+    tags = {"stage": stage, "git_commit": git_commit(), **owner_tags()}
     if os.environ.get(FLOW_RUN_ENV):
         tags["prefect_flow_run_id"] = os.environ[FLOW_RUN_ENV]
     # Transformers' MLflow callback logs into the active run (ours) instead of starting its own.
@@ -131,7 +199,7 @@ def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str,
 def pipeline_run(experiment: str, name: str, flow_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """The parent run of one pipeline execution; stages attach to it through the environment."""
     setup(experiment)
-    tags = {"git_commit": git_commit(), "kind": "pipeline"}
+    tags = {"git_commit": git_commit(), "kind": "pipeline", **owner_tags()}
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id
     with mlflow.start_run(run_name=name, tags=tags) as run:

@@ -56,6 +56,38 @@ def test_a_second_intake_appends_and_rejects_ids_already_accepted(folders):
     assert [r["id"] for r in read_jsonl(extra / "prompts.jsonl")] == ["incoming:p1", "incoming:p9"]
 
 
+def test_broken_files_are_quarantined_the_good_go_on_and_nothing_accepted_is_lost(folders):
+    drop, extra = folders
+    write(drop / "prompts-1.jsonl", [PROMPT])
+    incoming.ingest(drop, extra)
+    before = (extra / "prompts.jsonl").read_bytes()
+    (drop / "prompts-a-broken.jsonl").write_bytes(b'{"id": "p2", "prompt": "2 + 2?", "answer": "4"}\n{"id": "p3", \n')
+    (drop / "prompts-b-latin1.jsonl").write_bytes('{"id": "p4", "prompt": "Zoé a 2 pommes.", "answer": "2"}\n'
+                                                  .encode("latin-1"))
+    (drop / "prompts-c-empty.jsonl").write_bytes(b"")
+    write(drop / "prompts-d-no-answer.jsonl", [{"id": "p5", "prompt": "3 + 3?"}])
+    write(drop / "prompts-e-duplicate.jsonl", [{**PROMPT, "id": "p6"}, {**PROMPT, "id": "p6"}])
+    write(drop / "prompts-f-good.jsonl", [{**PROMPT, "id": "p7"}])
+
+    report = incoming.ingest(drop, extra)
+
+    assert report["accepted"] == {"prompts-f-good.jsonl": 1}
+    # Each reason names the file (and the line), and is kept beside the quarantined file.
+    assert {name: reason.split(name, 1)[1] for name, reason in report["quarantined"].items()} == {
+        "prompts-a-broken.jsonl": ":2: broken JSON line (Expecting property name enclosed in double quotes, column 14)",
+        "prompts-b-latin1.jsonl": ":1: not valid UTF-8 (invalid continuation byte at byte 26)",
+        "prompts-c-empty.jsonl": ": empty file (no rows)",
+        "prompts-d-no-answer.jsonl": ":1: missing field(s) answer",
+        "prompts-e-duplicate.jsonl": ":2: duplicate id 'p6' (first on line 1)",
+    }
+    for name, reason in report["quarantined"].items():
+        (kept,) = (drop / "quarantine").glob(f"*-{name}.reason.txt")
+        assert kept.read_text().strip() == reason
+    after = (extra / "prompts.jsonl").read_bytes()
+    assert after.startswith(before) and [r["id"] for r in read_jsonl(extra / "prompts.jsonl")] == [
+        "incoming:p1", "incoming:p7"]
+
+
 @pytest.mark.parametrize("row, message", [
     ({**PAIR, "kind": "style"}, "kind must be one of"),
     ({**PAIR, "chosen": [{"role": "user", "content": "hi"}]}, "chosen must end with a assistant message"),

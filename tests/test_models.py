@@ -46,3 +46,44 @@ def test_plain_prompt_template_prompts_like_r1_zero(tiny):
                                             return_assistant_tokens_mask=True)
     masked = [t for t, m in zip(encoded["input_ids"], encoded["assistant_masks"]) if m]
     assert tokenizer.decode(masked) == " 2 pens. Answer: 2" + tokenizer.eos_token
+
+
+@pytest.mark.parametrize("stage", ["cold_start_sft", "reasoning_rl", "alignment_rl", "reward_model", "evaluate",
+                                   "base_model"])
+def test_each_stage_names_a_missing_model_before_any_work(stage, tmp_path, tiny, monkeypatch):
+    from tasks import base_model, evaluate, grpo, reward_model, sft
+    from tasks.params import validate
+
+    monkeypatch.chdir(tmp_path)
+    missing = str(tmp_path / "models" / "nope")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "a", "prompt": [{"role": "user", "content": "1 + 1?"}], "answer": "2"}\n')
+    section = {"cold_start_sft": {"model": missing}, "reasoning_rl": {"model": missing},
+               "alignment_rl": {"model": str(tiny), "data": str(rows), "reward_model": missing},
+               "reward_model": {"model": missing},
+               "evaluate": {"data": str(rows), "general_data": None},
+               "base_model": {"source": "pretrained", "model_name_or_path": missing}}[stage]
+    params = validate({stage: section})
+    run = {"cold_start_sft": lambda: sft.run(stage, params.cold_start_sft, params, tmp_path / "out"),
+           "reasoning_rl": lambda: grpo.run(stage, params.reasoning_rl, params, tmp_path / "out"),
+           "alignment_rl": lambda: grpo.run(stage, params.alignment_rl, params, tmp_path / "out"),
+           "reward_model": lambda: reward_model.run(params.reward_model, params, tmp_path / "out"),
+           "evaluate": lambda: evaluate.run("nope", params),
+           "base_model": lambda: base_model.run(params, tmp_path / "out")}[stage]
+    with pytest.raises(FileNotFoundError) as error:
+        run()
+    assert "models/nope" in str(error.value) and "not a model directory" in str(error.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_skips_a_checkpoint_the_kill_cut_short(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    assert models.resume_checkpoint(checkpoints, "inputs-a") is None
+    for step in (2, 4, 6):
+        (checkpoints / f"checkpoint-{step}").mkdir()
+        (checkpoints / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+    for step in (2, 4):  # trainer_state.json is what a Trainer writes last
+        (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert models.resume_checkpoint(checkpoints, "inputs-a") == str(checkpoints / "checkpoint-4")
+    assert not (checkpoints / "checkpoint-6").exists()
+    assert models.resume_checkpoint(checkpoints, "inputs-b") is None  # other inputs: nothing is resumed

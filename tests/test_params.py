@@ -26,6 +26,9 @@ def test_every_section_of_the_schema_is_in_params_yaml():
     ({"reasoning_rl.max_steps": "many"}, "reasoning_rl.max_steps"),
     ({"cold_start_sft.learning_rate": -1e-4}, "cold_start_sft.learning_rate"),
     ({"cold_start_sft.learning_rate": 0}, "cold_start_sft.learning_rate"),
+    ({"reasoning_rl.learning_rate": 0}, "reasoning_rl.learning_rate: Input should be greater than 0 (got 0)"),
+    ({"alignment_rl.learning_rate": -5e-5}, "alignment_rl.learning_rate: Input should be greater than 0"),
+    ({"reward_model.learning_rate": "fast"}, "reward_model.learning_rate: Input should be a valid number"),
     ({"reasoning_rl.num_generations": 3}, "num_generations (3) must divide the generation batch"),
     ({"reasoning_rl.generation_batch_size": 12}, "generation_batch_size = 12"),
     ({"evaluate.top_p": 1.5}, "evaluate.top_p"),
@@ -48,6 +51,14 @@ def test_bad_values_fail_with_a_message_naming_the_key(overrides, message):
     with pytest.raises(ParamsError) as error:
         validate(raw)
     assert message in str(error.value)
+
+
+def test_a_check_across_sections_names_its_keys_without_dumping_the_params():
+    raw = apply_overrides(read_yaml("params.yaml"), {"reasoning_rl.max_steps": 7})
+    with pytest.raises(ParamsError) as error:
+        validate(raw, source="params.yaml")
+    assert str(error.value) == ("invalid parameters:\n  params.yaml: student_rl.max_steps (80) must equal "
+                                "reasoning_rl.max_steps (7): the distill-vs-RL comparison gives both one RL budget")
 
 
 def test_yaml_syntax_error_names_line_and_column(tmp_path):

@@ -1,0 +1,43 @@
+"""Same params and seed, same results: the data stages byte for byte, a CPU training run metric for metric."""
+
+from tasks import prepare_data, sft
+from tasks import rejection_sampling as rs
+from tasks.params import ToyWorldParams, validate
+
+TOY = ToyWorldParams(train_size=60, test_size=8, cold_start_size=16, general_docs=4, facts=6, general_test_size=4,
+                     harmful_requests=10, harmful_test_size=5)
+
+
+def files(folder):
+    """Every output file's bytes; not the resume stamp, which hashes input paths and mtimes, not data."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.name != "inputs.fingerprint"}
+
+
+def test_data_stages_write_the_same_bytes_twice(tmp_path, monkeypatch, tiny):
+    monkeypatch.chdir(tmp_path)
+    runs = []
+    for name in ("first", "second"):
+        prepare_data.run(TOY, tmp_path / name / "toy")
+        params = validate({"runtime": {"device": "cpu"}, "rejection_sampling": {
+            "model": str(tiny), "data": f"{name}/toy/train.jsonl", "num_prompts": 6, "samples_per_prompt": 2,
+            "max_new_tokens": 8, "shard_size": 4, "min_kept_samples": 0,
+            "non_reasoning_data": f"{name}/toy/general_train.jsonl"}})
+        report = rs.run("rejection_sampling", params.rejection_sampling, params, tmp_path / name / "rs")
+        runs.append(files(tmp_path / name))
+    assert report["samples"] == 12 and "rs/blend.jsonl" in runs[0] and "rs/shards/shard-0000004.jsonl" in runs[0]
+    assert runs[0] == runs[1]
+
+
+def test_a_cpu_training_run_gives_the_same_metrics_and_weights_twice(tmp_path, monkeypatch, tiny):
+    prepare_data.run(TOY, tmp_path / "toy")
+    params = validate({"runtime": {"device": "cpu"}, "cold_start_sft": {
+        "model": str(tiny), "data": str(tmp_path / "toy" / "cold_start.jsonl"), "epochs": 2.0, "batch_size": 4}})
+    results = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)  # each run its own checkpoints/: the second must not resume the first
+        metrics = sft.run("cold_start_sft", params.cold_start_sft, params, tmp_path / name / "model")
+        results.append((metrics, (tmp_path / name / "model" / "model.safetensors").read_bytes()))
+    assert results[0][0]["resumed"] == 0 and results[0][0]["train_rows"] == 16
+    assert results[0] == results[1]
