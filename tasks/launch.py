@@ -139,9 +139,9 @@ def command(runtime: RuntimeParams, module: str, args: list[str]) -> list[str]:
     return [*cmd, "-m", module, *args]
 
 
-def relaunch(runtime: RuntimeParams, run_id: str, env: dict[str, str] | None = None) -> None:
-    """Run this stage's own command under `accelerate launch`; every rank logs to the MLflow run `run_id`."""
-    module = sys.modules["__main__"].__spec__.name  # `python -m tasks.sft ...`: "tasks.sft"
+def relaunch(runtime: RuntimeParams, run_id: str, module: str, env: dict[str, str] | None = None) -> None:
+    """Run this stage's command (`python -m module`, this process's arguments) under `accelerate launch`; every rank
+    logs to the MLflow run `run_id`."""
     env = {**os.environ, **(env or {}), RUN_ID_ENV: run_id}
     cmd = command(runtime, module, sys.argv[1:])
     print(f"launching {runtime.num_processes} processes: {' '.join(cmd)}", flush=True)
@@ -182,17 +182,24 @@ def vllm_server_for(section):
 
 @contextmanager
 def vllm_server(model: str, port: int, gpus: str, timeout: float, log: Path) -> Iterator[str]:
-    """`trl vllm-serve` on 127.0.0.1:port in its own process group, healthy before we yield its URL; always stopped."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}"
+    """`trl vllm-serve` for `model` on 127.0.0.1:port and the GPUs `gpus`, healthy while in the block."""
     cmd = ["trl", "vllm-serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
            "--tensor_parallel_size", str(len(gpus.split(",")))]
-    with log.open("w") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": gpus}, preexec_fn=_term_when_parent_dies)
-    try:
-        wait_healthy(url, process, timeout, log)
+    with serve("vLLM server", cmd, f"http://127.0.0.1:{port}", {"CUDA_VISIBLE_DEVICES": gpus}, timeout, log) as url:
         print(f"vLLM server for {model} on GPU(s) {gpus}: {url} (log: {log})", flush=True)
+        yield url
+
+
+@contextmanager
+def serve(name: str, cmd: list[str], url: str, env: dict[str, str], timeout: float, log: Path) -> Iterator[str]:
+    """Run a server in its own process group, wait until `url`/health answers, yield `url`; always kill the group
+    on the way out (the block's end, its failure, or a server that never became healthy)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                   start_new_session=True, preexec_fn=_term_when_parent_dies)
+    try:
+        wait_healthy(name, url, process, timeout, log)
         yield url
     finally:
         if process.poll() is None:
@@ -200,20 +207,22 @@ def vllm_server(model: str, port: int, gpus: str, timeout: float, log: Path) -> 
         process.wait()
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: Path) -> None:
+def wait_healthy(name: str, url: str, process: subprocess.Popen, timeout: float, log: Path) -> None:
     """Poll the server's /health until it answers 200; fail with its log's tail if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the vLLM server exited with code {process.returncode}:\n{tail(log)}")
+            raise RuntimeError(f"the {name} exited with code {process.returncode} before it was healthy; its log "
+                               f"({log}) ends:\n{tail(log)}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        time.sleep(2)
-    raise RuntimeError(f"the vLLM server at {url} was not healthy after {timeout:.0f} s:\n{tail(log)}")
+        time.sleep(0.5)
+    raise RuntimeError(f"the {name} at {url} was not healthy after {timeout:.0f} s; its log ({log}) ends:\n"
+                       f"{tail(log)}")
 
 
 def tail(log: Path, lines: int = 30) -> str:

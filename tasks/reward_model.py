@@ -83,7 +83,8 @@ def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
 
 def main() -> None:
     params = load_params()
-    metrics = run_training("reward_model", params.reward_model, params, lambda: run(params.reward_model, params))
+    metrics = run_training("reward_model", params.reward_model, params, lambda: run(params.reward_model, params),
+                           module=__spec__.name)
     if metrics is not None:  # None in the launching process and the other ranks: the main rank wrote them
         write_json(METRICS, metrics)
 

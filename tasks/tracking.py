@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -112,10 +113,12 @@ def log_metrics(metrics: dict) -> None:
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
-def run_training(stage: str, section: BaseModel, params: Params, train: Callable[[], dict]) -> dict | None:
+def run_training(stage: str, section: BaseModel, params: Params, train: Callable[[], dict],
+                 module: str) -> dict | None:
     """Run `train` in the stage's MLflow run and log its metrics: in this process, or, when params ask for more than
-    one process, an accelerate config or a vLLM server, in every rank of `accelerate launch` (tasks/launch.py), all
-    logging to this one run. Returns the metrics on the process that computed them, None elsewhere."""
+    one process, an accelerate config or a vLLM server, in every rank of `accelerate launch` running
+    `python -m <module> <this command's arguments>` (tasks/launch.py), all logging to this one run. Returns the
+    metrics on the process that computed them, None elsewhere."""
     if getattr(section, "use_vllm", False):  # before any work: one clear message where vLLM cannot run
         from tasks.generation import require_vllm
 
@@ -127,7 +130,7 @@ def run_training(stage: str, section: BaseModel, params: Params, train: Callable
     with stage_run(stage, section, params.tracking.experiment) as run:
         if relaunch:
             with launch.vllm_server_for(section):
-                launch.relaunch(params.runtime, run.info.run_id, launch.training_env(section))
+                launch.relaunch(params.runtime, run.info.run_id, module, launch.training_env(section))
             return None
         if launch.in_rank():
             launch.init_rank()
@@ -160,8 +163,8 @@ def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str, out_
     except ValueError as exc:
         parser.error(str(exc))
     train = lambda: run(stage, section, params, Path(out_dir) / stage)  # noqa: E731
-    if trains:
-        return stage, run_training(dvc_stage, section, params, train)
+    if trains:  # `python -m tasks.sft ...` runs as __main__: its spec has the module's name
+        return stage, run_training(dvc_stage, section, params, train, sys.modules[run.__module__].__spec__.name)
     with stage_run(dvc_stage, section, params.tracking.experiment):
         metrics = train()
         log_metrics(metrics)
