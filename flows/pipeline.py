@@ -121,9 +121,15 @@ def recipe_params(recipe: str | None) -> Iterator[None]:
         yield
 
 
+STAGE_BIN_ENV = "R1_STAGE_BIN"  # where the stages' `dvc` and `python` come from, when not the flow's own venv
+
+
 def stage_env(parent_run_id: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # dvc's `python` is ours
+    # dvc and its stages' `python` are ours, or those of another environment: vLLM does not install beside Prefect,
+    # so a GPU job runs the flow from .venv and its stages from .venv-gpu (R1_STAGE_BIN=.venv-gpu/bin).
+    stage_bin = Path(env[STAGE_BIN_ENV]).resolve() if env.get(STAGE_BIN_ENV) else Path(sys.executable).parent
+    env["PATH"] = f"{stage_bin}{os.pathsep}{env.get('PATH', '')}"
     env[tracking.PARENT_RUN_ENV] = parent_run_id
     env[tracking.FLOW_RUN_ENV] = str(flow_run.get_id() or "")
     return env

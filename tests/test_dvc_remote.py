@@ -1,6 +1,7 @@
 """DVC remote storage between machines: push and pull through a local directory remote (what an S3 bucket is in
 production), and the flow's `dvc_remote` stage commands handing outputs from one job's machine to the next."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -98,3 +99,19 @@ def test_each_stage_job_restores_its_inputs_from_the_remote_and_pushes_its_outpu
     assert runs.read_text().split() == ["base", "tuned"]
     assert files(third / "models") == files(second / "models")
 
+
+
+def test_stages_can_run_from_another_environment_than_the_flow(tmp_path, monkeypatch):
+    # A GPU job: the flow runs from the Prefect environment, its stages from the vLLM one (they do not co-install).
+    from flows.pipeline import STAGE_BIN_ENV, stage_env
+
+    gpu_bin = tmp_path / ".venv-gpu" / "bin"
+    gpu_bin.mkdir(parents=True)
+    (gpu_bin / "dvc").write_text("#!/bin/sh\necho \"dvc from .venv-gpu: $@\"\n")
+    (gpu_bin / "dvc").chmod(0o755)
+    monkeypatch.setenv(STAGE_BIN_ENV, str(gpu_bin))
+    env = stage_env("parent-run")
+    result = subprocess.run(["dvc", "repro", "--single-item", "reasoning_rl"], env=env, capture_output=True, text=True)
+    assert result.stdout == "dvc from .venv-gpu: repro --single-item reasoning_rl\n"
+    monkeypatch.delenv(STAGE_BIN_ENV)
+    assert stage_env("parent-run")["PATH"].startswith(f"{Path(sys.executable).parent}{os.pathsep}")
