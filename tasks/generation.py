@@ -34,9 +34,11 @@ def require_vllm(what: str = "generation.backend", fallback: str = "hf") -> None
     try:
         import vllm  # noqa: F401
     except ImportError:
-        raise RuntimeError(VLLM_MISSING.format(what=what, why="vLLM is not importable here", fallback=fallback)) from None
-    if not torch.cuda.is_available():
-        raise RuntimeError(VLLM_MISSING.format(what=what, why="no CUDA device is visible", fallback=fallback))
+        why = "vLLM is not importable here"
+    else:
+        why = None if torch.cuda.is_available() else "no CUDA device is visible"
+    if why:
+        raise RuntimeError(VLLM_MISSING.format(what=what, why=why, fallback=fallback))
 
 
 @dataclass(frozen=True)

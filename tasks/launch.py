@@ -1,11 +1,12 @@
 """More than one process: a training stage re-runs itself under `accelerate launch`.
 
-The stage process (the parent) validates params, opens the stage's MLflow run, checks the launch can work, then runs
-the same `python -m tasks.<module> <args>` under `accelerate launch` in its own process group (killed with all its
-children if the parent fails or is interrupted). Each rank finds the run id in R1_STAGE_RUN_ID: the main process
+The stage process (the parent) validates params, checks the launch can work, opens the stage's MLflow run, then runs
+the same `python -m tasks.<module> <args>` under `accelerate launch` in its own process group (stopped with every
+rank if the parent fails, is interrupted or killed). Each rank finds the run id in R1_STAGE_RUN_ID: the main process
 joins that run (TRL's metrics, the stage's metrics), the others log nothing; only the main process writes files.
 `runtime.accelerate_config` picks DDP, DeepSpeed ZeRO-2/3 or FSDP (configs/accelerate/); on CPU the ranks talk over
-gloo (accelerate picks it when the trainer runs with `use_cpu`).
+gloo (accelerate picks it when the trainer runs with `use_cpu`). A GRPO stage in vLLM server mode also starts
+`trl vllm-serve` on GPUs of its own for the duration of the launch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tasks.params import RuntimeParams
 
 RUN_ID_ENV = "R1_STAGE_RUN_ID"  # set by the parent for the ranks: the MLflow run they all log to
 DEEPSPEED_MISSING = ("{config} uses DeepSpeed, which is not installed here: DeepSpeed needs CUDA GPUs; install it in "
-                     "the GPU environment (`pip install deepspeed`, README 'Multi-GPU training'), or use "
+                     "the GPU environment (`pip install deepspeed`, README 'Scale-out'), or use "
                      "configs/accelerate/ddp.yaml")
 
 
@@ -63,7 +64,7 @@ def init_rank() -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def save_once(trainer, out: Path, save: callable) -> bool:
+def save_once(trainer, out: Path, save: Callable[[], None]) -> bool:
     """Save the trained model once: `save()` on the main process only, then every rank waits for it. Under ZeRO-3 or
     FSDP each rank holds a shard, so every rank takes part in Trainer.save_model, which gathers and writes the
     whole model on the main process. Returns True on the process that wrote."""
@@ -235,16 +236,21 @@ def run_in_process_group(cmd: list[str], env: dict[str, str]) -> subprocess.Pope
     return subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_term_when_parent_dies)
 
 
-def wait_or_kill(process: subprocess.Popen) -> int:
-    """Wait for `process`; if we fail or are interrupted (Ctrl-C, SIGTERM), kill its whole group first."""
+def wait_or_kill(process: subprocess.Popen, grace: float = 30) -> int:
+    """Wait for `process`; if we fail or are interrupted (Ctrl-C, SIGTERM), stop its group first: SIGTERM, which
+    accelerate's launcher passes on to the ranks (they run in process groups of their own), then SIGKILL."""
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return process.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def _exit_on_sigterm(signum, frame) -> None:

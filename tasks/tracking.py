@@ -79,7 +79,11 @@ def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow
     if launch.in_rank():
         joined = mlflow.start_run(run_id=os.environ[launch.RUN_ID_ENV]) if launch.is_main_process() else nullcontext()
         with joined as run:
-            yield run
+            try:
+                yield run
+            except (DataError, ParamsError) as exc:
+                report_bad_input(exc)
+                raise
         return
     tags = {"stage": stage, "git_commit": git_commit()}
     if os.environ.get(FLOW_RUN_ENV):
@@ -119,14 +123,18 @@ def run_training(stage: str, section: BaseModel, params: Params, train: Callable
     one process, an accelerate config or a vLLM server, in every rank of `accelerate launch` running
     `python -m <module> <this command's arguments>` (tasks/launch.py), all logging to this one run. Returns the
     metrics on the process that computed them, None elsewhere."""
-    if getattr(section, "use_vllm", False):  # before any work: one clear message where vLLM cannot run
-        from tasks.generation import require_vllm
-
-        require_vllm(f"{stage}.use_vllm", "false")
     relaunch = launch.wanted(params.runtime, section)
-    if relaunch:  # before the run exists: a launch that cannot work fails with nothing recorded
-        lora = getattr(getattr(section, "lora", None), "enabled", False)
-        launch.check(params.runtime, lora=lora, gpus_reserved=launch.vllm_server_gpus(section))
+    try:  # before the run exists: vLLM or a launch that cannot work here fails with one message, nothing recorded
+        if getattr(section, "use_vllm", False):
+            from tasks.generation import require_vllm
+
+            require_vllm(f"{stage}.use_vllm", "false")
+        if relaunch:
+            lora = getattr(getattr(section, "lora", None), "enabled", False)
+            launch.check(params.runtime, lora=lora, gpus_reserved=launch.vllm_server_gpus(section))
+    except RuntimeError as exc:
+        report_bad_input(exc)  # this machine or these params cannot run it: a flow does not retry
+        raise
     with stage_run(stage, section, params.tracking.experiment) as run:
         if relaunch:
             with launch.vllm_server_for(section):

@@ -74,12 +74,12 @@ def test_a_training_stage_runs_on_two_cpu_processes_into_one_mlflow_run(tiny, tm
         module.main()
     finally:
         log = "".join(capfd.readouterr())
-    assert f"accelerate.commands.launch --num_processes 2" in log and f"-m {module.__name__} {stage}" in log
+    assert "accelerate.commands.launch --num_processes 2" in log and f"-m {module.__name__} {stage}" in log
     assert f"rank 0: {stage} finished" in log and f"rank 1: {stage} finished" in log
     assert log.count(f"saved models/{stage}") == 1  # by the main process only
     assert (ws / "models" / stage / "model.safetensors").exists()
     assert (ws / "models" / stage / "provenance.json").exists()
-    (run,) = stage_runs(tracking_db, stage)  # the launching process's run, joined by the main rank: one, not one per rank
+    (run,) = stage_runs(tracking_db, stage)  # the launching process's, joined by the main rank: not one per rank
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == stage
     assert run.data.params["params.model"] == str(tiny)  # the stage's params, logged once by the launching process
     assert run.data.metrics["world_size"] == 2  # the trainer's world: both ranks trained together, over gloo
@@ -88,7 +88,8 @@ def test_a_training_stage_runs_on_two_cpu_processes_into_one_mlflow_run(tiny, tm
 
 def test_a_deepspeed_config_on_cpu_fails_with_one_clear_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    runtime = RuntimeParams(device="cpu", num_processes=2, accelerate_config=str(ROOT / "configs/accelerate/zero2.yaml"))
+    zero2 = str(ROOT / "configs/accelerate/zero2.yaml")
+    runtime = RuntimeParams(device="cpu", num_processes=2, accelerate_config=zero2)
     with pytest.raises(launch.LaunchError, match="uses DeepSpeed, which is not installed here.*pip install deepspeed"):
         launch.check(runtime)
     fsdp = RuntimeParams(device="cpu", num_processes=2, accelerate_config=str(ROOT / "configs/accelerate/fsdp.yaml"))
@@ -115,9 +116,10 @@ def test_the_default_runtime_trains_in_process():
 
 
 def test_every_vllm_path_fails_at_once_with_one_clear_message(tiny, tmp_path, monkeypatch):
-    from tasks.tracking import run_training
+    from tasks.tracking import BAD_INPUT_ENV, run_training
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv(BAD_INPUT_ENV, str(tmp_path / "bad_input.txt"))  # what a flow reads: failed, not to retry
     # GRPO with use_vllm, either mode: the stage stops before opening its MLflow run, starting a server or training.
     for mode in ("colocate", "server"):
         section = GRPOParams(model=str(tiny), use_vllm=True, vllm_mode=mode)
@@ -126,6 +128,7 @@ def test_every_vllm_path_fails_at_once_with_one_clear_message(tiny, tmp_path, mo
         assert str(error.value).startswith("reasoning_rl.use_vllm asks for vLLM, but vLLM is not importable here. "
                                            "vLLM needs CUDA")
         assert str(error.value).endswith("or set reasoning_rl.use_vllm: false.")
+        assert (tmp_path / "bad_input.txt").read_text() == f"RuntimeError: {error.value}\n"
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
     # The generation backend: the interface itself, and the stages that use it fail before reading any data
