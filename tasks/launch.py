@@ -102,6 +102,9 @@ def check(runtime: RuntimeParams, lora: bool = False, gpus_reserved: int = 0) ->
     """Fail before any work when the launch cannot work here; return the accelerate config (empty: DDP defaults)."""
     from tasks import models
 
+    if "LOCAL_RANK" in os.environ:  # `accelerate launch -m tasks.sft ...` by hand: every rank would launch again
+        raise LaunchError("this stage is already running under a distributed launcher; run it as "
+                          "`python -m tasks.<module> <stage>`: it launches its own processes (runtime.num_processes)")
     config = read_config(runtime.accelerate_config) if runtime.accelerate_config else {}
     kind = config.get("distributed_type", "MULTI_GPU")
     cpu = models.device(runtime) == "cpu"

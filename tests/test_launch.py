@@ -97,6 +97,9 @@ def test_a_deepspeed_config_on_cpu_fails_with_one_clear_message(tmp_path, monkey
         launch.check(fsdp)
     with pytest.raises(launch.LaunchError, match="missing.yaml not found"):
         launch.check(RuntimeParams(device="cpu", num_processes=2, accelerate_config="missing.yaml"))
+    monkeypatch.setenv("LOCAL_RANK", "0")  # started by hand under `accelerate launch`: it would launch again
+    with pytest.raises(launch.LaunchError, match="already running under a distributed launcher"):
+        launch.check(RuntimeParams(device="cpu", num_processes=2))
 
 
 def test_the_ready_accelerate_configs_are_valid():
