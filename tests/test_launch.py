@@ -44,6 +44,22 @@ def tracking_db(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
 
 
+@pytest.fixture
+def stage_process_here(monkeypatch):
+    """This test process plays the stage process: MLflow's process-wide state (tracking URI, active experiment, which
+    `set_experiment` also puts in the environment) is put back afterwards, for the tests that follow."""
+    from mlflow.tracking import fluent
+
+    uri, experiment_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_EXPERIMENT_ID")
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
+    yield
+    mlflow.set_tracking_uri(uri)
+    if experiment_env is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_env
+
+
 def stage_runs(uri: str, experiment: str) -> list:
     mlflow.set_tracking_uri(uri)
     try:
@@ -60,8 +76,9 @@ TWO_CPU_PROCESSES = [
 
 
 @pytest.mark.parametrize("module, stage, section, trl_metric", TWO_CPU_PROCESSES, ids=["sft", "grpo"])
-def test_a_training_stage_runs_on_two_cpu_processes_into_one_mlflow_run(tiny, tmp_path, tracking_db, monkeypatch,
-                                                                        capfd, module, stage, section, trl_metric):
+def test_a_training_stage_runs_on_two_cpu_processes_into_one_mlflow_run(tiny, tmp_path, tracking_db, stage_process_here,
+                                                                        monkeypatch, capfd, module, stage, section,
+                                                                        trl_metric):
     ws = workspace(tmp_path, tiny, stage, section, {"num_processes": 2}, experiment=stage)
     # This test process is the stage's launching process (`python -m tasks.<module> <stage>`, as dvc.yaml runs it);
     # the two ranks are real processes under `accelerate launch`.
