@@ -123,8 +123,9 @@ def check(runtime: RuntimeParams, lora: bool = False, gpus_reserved: int = 0) ->
         import torch
 
         if runtime.num_processes + gpus_reserved > torch.cuda.device_count():
-            raise LaunchError(f"runtime.num_processes ({runtime.num_processes}) + {gpus_reserved} GPU(s) for the vLLM "
-                              f"server need more than the {torch.cuda.device_count()} visible GPU(s)")
+            server = f" + {gpus_reserved} GPU(s) for the vLLM server" if gpus_reserved else ""
+            raise LaunchError(f"runtime.num_processes ({runtime.num_processes}){server} need more than the "
+                              f"{torch.cuda.device_count()} visible GPU(s)")
     return config
 
 
