@@ -121,9 +121,15 @@ def recipe_params(recipe: str | None) -> Iterator[None]:
         yield
 
 
+STAGE_BIN_ENV = "R1_STAGE_BIN"  # where the stages' `dvc` and `python` come from, when not the flow's own venv
+
+
 def stage_env(parent_run_id: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # dvc's `python` is ours
+    # dvc and its stages' `python` are ours, or those of another environment: vLLM does not install beside Prefect,
+    # so a GPU job runs the flow from .venv and its stages from .venv-gpu (R1_STAGE_BIN=.venv-gpu/bin).
+    stage_bin = Path(env[STAGE_BIN_ENV]).resolve() if env.get(STAGE_BIN_ENV) else Path(sys.executable).parent
+    env["PATH"] = f"{stage_bin}{os.pathsep}{env.get('PATH', '')}"
     env[tracking.PARENT_RUN_ENV] = parent_run_id
     env[tracking.FLOW_RUN_ENV] = str(flow_run.get_id() or "")
     return env
@@ -159,9 +165,20 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
     return not isinstance(state.result(raise_on_failure=False), BadInput)
 
 
+def stage_commands(stage: str, dvc_remote: bool = False) -> list[list[str]]:
+    """The DVC commands of one stage task. With `dvc_remote` the task may run on a machine that shares no disk with
+    the previous ones (a job on a Docker or Kubernetes work pool): `--pull` fetches the run cache and the missing
+    inputs from the default DVC remote, so upstream stages that ran elsewhere are restored from it, not re-run, and
+    the stage's outs and run cache are pushed after it for the next job."""
+    if not dvc_remote:
+        return [["dvc", "repro", "--single-item", stage]]
+    return [["dvc", "repro", "--pull", stage], ["dvc", "push", "--run-cache", stage]]
+
+
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{stage}", retry_condition_fn=retry_unless_bad_input)
-def run_stage(stage: str, env: dict[str, str]) -> str:
-    run_classified(["dvc", "repro", "--single-item", stage], env, f"stage {stage}")
+def run_stage(stage: str, env: dict[str, str], dvc_remote: bool = False) -> str:
+    for cmd in stage_commands(stage, dvc_remote):
+        run_classified(cmd, env, f"stage {stage}")
     return stage
 
 
@@ -219,9 +236,10 @@ def workspace_lock() -> Iterator[None]:
 
 
 def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | None,
-               recipe: str | None = None) -> RecipeRun:
+               recipe: str | None = None, dvc_remote: bool = False) -> RecipeRun:
     """Run the selected stages (all by default) under one parent MLflow run; the caller holds the workspace lock
-    (and for a recipe, has put it in params.yaml: `recipe_params`)."""
+    (and for a recipe, has put it in params.yaml: `recipe_params`). With `dvc_remote`, each stage pulls from and
+    pushes to the default DVC remote (see stage_commands)."""
     logger = get_run_logger()
     selected = select_stages(stages)
     name = flow_run.get_name() or "pipeline"
@@ -241,7 +259,7 @@ def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | 
         else:
             for stage in selected:
                 logger.info("stage %s", stage)
-                run_stage.with_options(**retry)(stage, env)
+                run_stage.with_options(**retry)(stage, env, dvc_remote)
                 tracking.tag_with_lock(parent.info.run_id, stage)
     run.ladder = LADDER_FILE.read_text() if LADDER_FILE.exists() else "(no ladder yet: the ladder stage has not run)"
     return run
@@ -268,7 +286,8 @@ def summary(run: RecipeRun) -> str:
 
 
 @flow(name="r1-pipeline")
-def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None, recipe: str | None = None) -> str:
+def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None, recipe: str | None = None,
+             dvc_remote: bool = False) -> str:
     """Run the R1 recipe through DVC; with overrides or a recipe, as a DVC experiment named after the flow run.
 
     Args:
@@ -278,12 +297,19 @@ def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None
             before any work. With overrides the run is `dvc exp run --set-param ...` (see `dvc exp show`).
         recipe: a params file of recipes/ by name, e.g. "qwen2.5-math-1.5b" (default: params.yaml); validated before
             any work, the overrides apply on top of it, and the run is a DVC experiment with it as params.yaml.
+        dvc_remote: each stage pulls what it needs from the default DVC remote first and pushes its outputs after
+            (for runs on a work pool whose machines share no disk; README "Running on a Docker or Kubernetes work
+            pool").
     """
+    if dvc_remote and (overrides or recipe):
+        raise ValueError("dvc_remote syncs plain stage runs; an experiment (overrides, recipe) stays in this "
+                         "workspace: commit the recipe as params.yaml for stage jobs, or share an experiment with "
+                         "`dvc exp push <remote> <name>`")
     params = validated_params(overrides, recipe)  # a bad params file, recipe, override or stage name fails the
     if recipe is None:                            # flow here, before any work (a recipe's stages, e.g.
         select_stages(stages)                     # real_data@<name>, exist once it is in params.yaml: checked
     with workspace_lock(), recipe_params(recipe): # by run_recipe before its first stage)
-        run = run_recipe(params, stages, overrides, recipe)
+        run = run_recipe(params, stages, overrides, recipe, dvc_remote)
     create_markdown_artifact(summary(run), key="r1-pipeline-summary", description="ladder and MLflow runs")
     print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{run.ladder}")
     if REPORT_FILE.exists():
@@ -301,8 +327,10 @@ def main() -> None:
                         help="params.yaml overrides (dotted keys): the run becomes a DVC experiment")
     parser.add_argument("--recipe", metavar="NAME",
                         help="run recipes/NAME.yaml as the params (a DVC experiment); --set applies on top of it")
+    parser.add_argument("--dvc-remote", action="store_true",
+                        help="each stage pulls its inputs from the default DVC remote and pushes its outputs")
     args = parser.parse_args()
-    pipeline(stages=args.stages, overrides=args.overrides, recipe=args.recipe)
+    pipeline(stages=args.stages, overrides=args.overrides, recipe=args.recipe, dvc_remote=args.dvc_remote)
 
 
 if __name__ == "__main__":

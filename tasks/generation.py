@@ -23,10 +23,22 @@ from tasks import models
 from tasks.params import GenerationParams, RuntimeParams
 
 VLLM_MISSING = (
-    "generation.backend is 'vllm' but vLLM is not importable here. vLLM needs CUDA and does not install beside "
-    "prefect 3.9: create the GPU environment described in README.md ('GPU environment with vLLM'), or set "
-    "generation.backend: hf."
+    "{what} asks for vLLM, but {why}. vLLM needs CUDA and does not install beside prefect 3.9: run this stage in the "
+    "GPU environment described in README.md ('Generation backends and the GPU environment'), or set {what}: "
+    "{fallback}."
 )
+
+
+def require_vllm(what: str = "generation.backend", fallback: str = "hf") -> None:
+    """Fail at once, before any work, when params ask for vLLM (`what`) and it cannot run here."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        why = "vLLM is not importable here"
+    else:
+        why = None if torch.cuda.is_available() else "no CUDA device is visible"
+    if why:
+        raise RuntimeError(VLLM_MISSING.format(what=what, why=why, fallback=fallback))
 
 
 @dataclass(frozen=True)
@@ -60,10 +72,9 @@ class Generator:
         models.require_model_dir(model_dir)
         self.gen = gen
         if gen.backend == "vllm":
-            try:
-                from vllm import LLM
-            except ImportError:
-                raise RuntimeError(VLLM_MISSING) from None
+            require_vllm()
+            from vllm import LLM
+
             self.llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=gen.seed)
         else:
             self.tokenizer = models.load_tokenizer(model_dir)

@@ -23,7 +23,7 @@ from pathlib import Path
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from tasks import model_rewards, models, rewards
+from tasks import launch, model_rewards, models, rewards
 from tasks.data import inputs_fingerprint, mix_in, read_jsonl
 from tasks.generation import with_system_prompt
 from tasks.params import AlignmentRLParams, GRPOParams, Params
@@ -69,6 +69,7 @@ def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[
         warmup_steps=p.warmup_steps, lr_scheduler_type="constant_with_warmup", logging_steps=p.logging_steps,
         save_steps=p.save_steps, save_total_limit=2, gradient_checkpointing=p.gradient_checkpointing,
         report_to=["mlflow"], seed=params.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode,
+        vllm_server_host="127.0.0.1", vllm_server_port=p.vllm_server_port, vllm_server_timeout=p.vllm_server_timeout,
         model_init_kwargs={"dtype": models.torch_dtype(params.runtime)}, **models.trainer_kwargs(params.runtime),
     )
 
@@ -96,16 +97,17 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     inputs = [p.model, p.data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams) else [])
     resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(p, *inputs))
     trainer.train(resume_from_checkpoint=resume)
-    models.save_model(trainer.model, trainer.processing_class, out)
-    models.write_provenance(out, stage, p.model, p)
-    write_curve(trainer.state.log_history, Path("plots") / f"{stage}.csv", [f.__name__ for f in reward_funcs])
+    if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, trainer.processing_class, out)):
+        models.write_provenance(out, stage, p.model, p)
+        write_curve(trainer.state.log_history, Path("plots") / f"{stage}.csv", [f.__name__ for f in reward_funcs])
     last = [e for e in trainer.state.log_history if "reward" in e][-1]
     return {"final_reward": last["reward"], "final_completion_length": last["completions/mean_length"],
-            "steps": trainer.state.global_step, "resumed": int(resume is not None)}
+            "steps": trainer.state.global_step, "resumed": int(resume is not None),
+            "world_size": trainer.accelerator.num_processes}
 
 
 def main() -> None:
-    run_stage_cli(GRPO_STAGES, run, __doc__.splitlines()[0])
+    run_stage_cli(GRPO_STAGES, run, __doc__.splitlines()[0], trains=True)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ class LoraParams(Section):
 class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # More than one process: training stages (SFT, GRPO, reward model) run under `accelerate launch`, one process per
-    # GPU (or CPU process, gloo). `accelerate_config` picks DDP, DeepSpeed ZeRO-2/3 or FSDP (configs/accelerate/).
+    # More than one process, or an accelerate config: training stages (SFT, GRPO, reward model) run under
+    # `accelerate launch`, one process per GPU (or CPU process, gloo). `accelerate_config` picks DDP, DeepSpeed
+    # ZeRO-2/3 or FSDP (configs/accelerate/); null: DDP.
     num_processes: PositiveInt = 1
     accelerate_config: str | None = None
 
@@ -214,8 +215,14 @@ class GRPOParams(Section):
     logging_steps: PositiveInt = 5
     save_steps: PositiveInt = 20
     gradient_checkpointing: bool = False
+    # Rollouts with vLLM (GPU environment only): "colocate" shares the training GPUs; "server" starts
+    # `trl vllm-serve` on the last `vllm_server_gpus` visible GPUs (127.0.0.1:`vllm_server_port`) for the stage's
+    # duration and trains on the others.
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_port: int = Field(8000, ge=1024, le=65535)
+    vllm_server_gpus: PositiveInt = 1
+    vllm_server_timeout: PositiveFloat = 600  # seconds to wait for the server to be healthy (model load, CUDA graphs)
     lora: LoraParams = LoraParams()
     # R1-Zero prompts the base model with plain text: a template with one {prompt} slot replaces the model's chat
     # template (and is saved with the trained model, so evaluation prompts it the same way). None: the chat template.

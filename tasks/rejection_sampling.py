@@ -24,7 +24,7 @@ import mlflow
 
 from tasks import models, rewards
 from tasks.data import inputs_fingerprint, keep_if_same_inputs, mix_in, read_jsonl, write_json, write_jsonl
-from tasks.generation import Generator, Sampling, with_system_prompt
+from tasks.generation import Generator, Sampling, require_vllm, with_system_prompt
 from tasks.params import Params, RejectionSamplingParams
 from tasks.tracking import run_stage_cli
 
@@ -169,6 +169,8 @@ def general_row(row: dict) -> dict:
 
 def run(stage: str, p: RejectionSamplingParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
+    if params.generation.backend == "vllm":
+        require_vllm()
     rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.num_prompts)
     general = read_jsonl(p.non_reasoning_data, required=("id", "prompt", "answer", "response"))
     samples = sample_shards(rows, p, params, out / "shards")

@@ -17,12 +17,12 @@ from pathlib import Path
 from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
-from tasks import models
+from tasks import launch, models
 from tasks.data import inputs_fingerprint, read_jsonl, write_json
 from tasks.model_rewards import RewardModelScorer
 from tasks.params import Params, RewardModelParams, load_params
 from tasks.rewards import completion_text
-from tasks.tracking import log_metrics, stage_run
+from tasks.tracking import run_training
 
 OUT = Path("models/reward_model")
 METRICS = Path("metrics/reward_model.json")
@@ -73,7 +73,8 @@ def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
                             peft_config=models.lora_config(p.lora, task_type="SEQ_CLS"))
     resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(p, p.model, p.data))
     result = trainer.train(resume_from_checkpoint=resume)
-    models.save_model(trainer.model, tokenizer, out)
+    if not launch.save_once(trainer, out, lambda: models.save_model(trainer.model, tokenizer, out)):
+        return {}  # the main process evaluates and reports
     models.write_provenance(out, "reward_model", p.model, p)
     metrics = pairwise_accuracy(RewardModelScorer(out, params.runtime), test)
     return {**metrics, "train_loss": result.training_loss, "train_pairs": len(dataset), "test_pairs": len(test),
@@ -82,10 +83,10 @@ def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
 
 def main() -> None:
     params = load_params()
-    with stage_run("reward_model", params.reward_model, params.tracking.experiment):
-        metrics = run(params.reward_model, params)
-        log_metrics(metrics)
-    write_json(METRICS, metrics)
+    metrics = run_training("reward_model", params.reward_model, params, lambda: run(params.reward_model, params),
+                           module=__spec__.name)
+    if metrics is not None:  # None in the launching process and the other ranks: the main rank wrote them
+        write_json(METRICS, metrics)
 
 
 if __name__ == "__main__":

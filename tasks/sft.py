@@ -16,7 +16,7 @@ from pathlib import Path
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from tasks import models
+from tasks import launch, models
 from tasks.data import inputs_fingerprint, read_jsonl
 from tasks.generation import with_system_prompt
 from tasks.params import Params, SFTParams
@@ -61,13 +61,14 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
                          peft_config=models.lora_config(p.lora))
     resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(p, p.model, p.data))
     result = trainer.train(resume_from_checkpoint=resume)
-    models.save_model(trainer.model, tokenizer, out)
-    models.write_provenance(out, stage, p.model, p)
-    return {"train_loss": result.training_loss, "train_rows": len(dataset), "resumed": int(resume is not None)}
+    if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, tokenizer, out)):
+        models.write_provenance(out, stage, p.model, p)
+    return {"train_loss": result.training_loss, "train_rows": len(dataset), "resumed": int(resume is not None),
+            "world_size": trainer.accelerator.num_processes}
 
 
 def main() -> None:
-    run_stage_cli(SFT_STAGES, run, __doc__.splitlines()[0])
+    run_stage_cli(SFT_STAGES, run, __doc__.splitlines()[0], trains=True)
 
 
 if __name__ == "__main__":

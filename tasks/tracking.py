@@ -13,8 +13,9 @@ import os
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import mlflow
@@ -22,8 +23,9 @@ import psutil
 import yaml
 from pydantic import BaseModel
 
+from tasks import launch
 from tasks.data import DataError
-from tasks.params import ParamsError, load_params
+from tasks.params import Params, ParamsError, load_params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "R1_PARENT_RUN_ID"
@@ -137,8 +139,20 @@ def flatten(params: BaseModel | dict, prefix: str = "") -> dict[str, str]:
 
 @contextmanager
 def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one stage, tagged with git commit and flow-run id; failed if the stage raises."""
+    """An MLflow run for one stage, tagged with git commit and flow-run id; failed if the stage raises.
+
+    In a rank launched by the stage (tasks/launch.py) the main process joins the stage's run, the others log nothing
+    (yield None)."""
     setup(experiment)
+    if launch.in_rank():
+        joined = mlflow.start_run(run_id=os.environ[launch.RUN_ID_ENV]) if launch.is_main_process() else nullcontext()
+        with joined as run:
+            try:
+                yield run
+            except (DataError, ParamsError) as exc:
+                report_bad_input(exc)
+                raise
+        return
     tags = {"stage": stage, "git_commit": git_commit(), **owner_tags()}
     if os.environ.get(FLOW_RUN_ENV):
         tags["prefect_flow_run_id"] = os.environ[FLOW_RUN_ENV]
@@ -171,11 +185,46 @@ def log_metrics(metrics: dict) -> None:
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
-def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str,
-                  out_dir: str = "models") -> tuple[str, dict]:
+def run_training(stage: str, section: BaseModel, params: Params, train: Callable[[], dict],
+                 module: str) -> dict | None:
+    """Run `train` in the stage's MLflow run and log its metrics: in this process, or, when params ask for more than
+    one process, an accelerate config or a vLLM server, in every rank of `accelerate launch` running
+    `python -m <module> <this command's arguments>` (tasks/launch.py), all logging to this one run. Returns the
+    metrics on the process that computed them, None elsewhere."""
+    relaunch = launch.wanted(params.runtime, section)
+    try:  # before the run exists: vLLM or a launch that cannot work here fails with one message, nothing recorded
+        if getattr(section, "use_vllm", False):
+            from tasks.generation import require_vllm
+
+            require_vllm(f"{stage}.use_vllm", "false")
+        if relaunch:
+            lora = getattr(getattr(section, "lora", None), "enabled", False)
+            launch.check(params.runtime, lora=lora, gpus_reserved=launch.vllm_server_gpus(section))
+    except RuntimeError as exc:
+        report_bad_input(exc)  # this machine or these params cannot run it: a flow does not retry
+        raise
+    with stage_run(stage, section, params.tracking.experiment) as run:
+        if relaunch:
+            with launch.vllm_server_for(section):
+                launch.relaunch(params.runtime, run.info.run_id, module, launch.training_env(section))
+            return None
+        if launch.in_rank():
+            launch.init_rank()
+        metrics = train()
+        if launch.in_rank():  # the evidence, per rank, that every rank finished
+            print(f"rank {launch.rank()}: {stage} finished", flush=True)
+        if not launch.is_main_process():
+            return None
+        log_metrics(metrics)
+        return metrics
+
+
+def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str, out_dir: str = "models",
+                  trains: bool = False) -> tuple[str, dict | None]:
     """`python -m tasks.<module> <stage>` for modules that serve several stages (SFT, GRPO, sampling): validate
     params, open the stage's MLflow run, write into <out_dir>/<stage>, log the returned metrics. A stage ending in
-    `_*` (e.g. `distill_*`) stands for each of its instances (`distill_tiny`)."""
+    `_*` (e.g. `distill_*`) stands for each of its instances (`distill_tiny`). Training modules (`trains`) run
+    under `accelerate launch` when `runtime` asks for it (see run_training)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("stage", help=f"one of {', '.join(stages)}")
     stage = parser.parse_args().stage
@@ -189,8 +238,11 @@ def run_stage_cli(stages: tuple[str, ...], run: Callable, description: str,
         section = params.stage_section(stage)
     except ValueError as exc:
         parser.error(str(exc))
+    train = lambda: run(stage, section, params, Path(out_dir) / stage)  # noqa: E731
+    if trains:  # `python -m tasks.sft ...` runs as __main__: its spec has the module's name
+        return stage, run_training(dvc_stage, section, params, train, sys.modules[run.__module__].__spec__.name)
     with stage_run(dvc_stage, section, params.tracking.experiment):
-        metrics = run(stage, section, params, Path(out_dir) / stage)
+        metrics = train()
         log_metrics(metrics)
     return stage, metrics
 

@@ -81,4 +81,5 @@ def test_the_cli_passes_the_recipe_and_overrides_to_the_flow(monkeypatch):
     monkeypatch.setattr(pipeline, "pipeline", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr("sys.argv", ["flows.pipeline", "--recipe", "qwen2.5-math-1.5b", "--set", "evaluate.limit=50"])
     pipeline.main()
-    assert calls == [{"stages": None, "overrides": ["evaluate.limit=50"], "recipe": "qwen2.5-math-1.5b"}]
+    assert calls == [{"stages": None, "overrides": ["evaluate.limit=50"], "recipe": "qwen2.5-math-1.5b",
+                      "dvc_remote": False}]
