@@ -101,8 +101,10 @@ def main() -> None:
         with stage_run("base_model", params.base_model, params.tracking.experiment):
             log_metrics(run(params))
         return
-    if student not in params.distill.students:
-        raise SystemExit(f"unknown student '{student}'; distill.students has {sorted(params.distill.students)}")
+    try:
+        params.distill.student(student)  # the one check (and message) for an unknown student
+    except ValueError as exc:
+        parser.error(str(exc))
     with stage_run(f"student_base@{student}", params.distill.students[student], params.tracking.experiment):
         log_metrics(run_student(params, student, Path(params.distill.model) / student))
 
