@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu                  # on a CUDA machine: Qwen2.5-0.5B-sized Llama (24 layers, hidden 896)
     python -m benchmarks.gpu --layout tiny --device cpu   # the same path in a minute on CPU (a dry run)
+    python -m benchmarks.gpu --set runtime.accelerate_config=configs/accelerate/fsdp.yaml   # under accelerate
 
 In a scratch copy of the project (your models/ and data/ are untouched) it runs prepare_data, base_model (the toy
 tokenizer, a model of the chosen layout pretrained on the toy corpus), cold_start_sft and reasoning_rl (GRPO) as
@@ -44,8 +45,8 @@ LAYOUTS = {
 }
 
 
-def params_for(layout: str, device: str, grpo_steps: int) -> dict:
-    overrides = {**LAYOUTS[layout], "runtime.device": device, "reasoning_rl.max_steps": grpo_steps,
+def params_for(layout: str, device: str, grpo_steps: int, extra: dict | None = None) -> dict:
+    overrides = {**LAYOUTS[layout], **(extra or {}), "runtime.device": device, "reasoning_rl.max_steps": grpo_steps,
                  "student_rl.max_steps": grpo_steps,
                  "reasoning_rl.logging_steps": 1, "reasoning_rl.save_steps": 1000, "cold_start_sft.save_steps": 10000}
     raw = apply_overrides(read_yaml(ROOT / "params.yaml"), overrides)
@@ -56,6 +57,7 @@ def params_for(layout: str, device: str, grpo_steps: int) -> dict:
 def scratch_copy(dest: Path, raw_params: dict) -> None:
     shutil.copytree(ROOT / "tasks", dest / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "extra", dest / "data" / "extra")
+    shutil.copytree(ROOT / "configs", dest / "configs")
     (dest / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
 
 
@@ -126,21 +128,26 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--grpo-steps", type=int, default=10)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params override on top of the layout's, e.g. runtime.accelerate_config=...")
+    parser.add_argument("--no-generation", action="store_true", help="skip the generation timing")
     args = parser.parse_args()
+    extra = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     if args.device == "cuda" and device_name() == "cpu":
         parser.error("no CUDA device here: run on a GPU machine, or pass --layout tiny --device cpu for a dry run")
-    raw = params_for(args.layout, args.device, args.grpo_steps)
+    raw = params_for(args.layout, args.device, args.grpo_steps, extra)
     with tempfile.TemporaryDirectory(prefix="r1-bench-gpu-") as tmp:
         ws = Path(tmp)
         scratch_copy(ws, raw)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ws), os.environ.get("PYTHONPATH")])), "MLFLOW_TRACKING_URI": f"sqlite:///{ws}/mlflow.db",
                "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-        results = {"device": device_name(), "layout": args.layout, "stage_seconds": stage_seconds(ws, env)}
+        results = {"device": device_name(), "layout": args.layout, "overrides": args.set, "stage_seconds": stage_seconds(ws, env)}
         results["grpo"] = grpo_step_seconds(ws, env) | {
             "per_device_train_batch_size": raw["reasoning_rl"]["per_device_train_batch_size"],
             "num_generations": raw["reasoning_rl"]["num_generations"],
             "max_completion_length": raw["reasoning_rl"]["max_completion_length"]}
-        results["generation_tokens_per_second"] = generation_tokens_per_second(ws, env)
+        if not args.no_generation:
+            results["generation_tokens_per_second"] = generation_tokens_per_second(ws, env)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
