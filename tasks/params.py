@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -150,6 +152,13 @@ class BaseModelParams(Section):
     batch_size: PositiveInt = 32
     seq_len: PositiveInt = 128
     gradient_checkpointing: bool = False  # trades compute for memory: on for big models, off for tiny ones
+
+    def training_memory_bytes(self) -> int:
+        """A lower bound on the memory training this toy Llama takes: fp32 weights, gradients and Adam's two moments,
+        16 bytes a parameter (activations not counted)."""
+        h = self.hidden_size
+        parameters = self.vocab_size * h + self.num_layers * (4 * h * h + 3 * h * self.intermediate_size + 2 * h) + h
+        return 16 * parameters
 
     @model_validator(mode="after")
     def _consistent(self) -> BaseModelParams:
@@ -372,10 +381,12 @@ class Params(Section):
                              f"({self.reasoning_rl.max_steps}): the distill-vs-RL comparison gives both one RL budget")
         for name, student in self.distill.students.items():
             try:
-                student.base_params(self.base_model)
+                base = student.base_params(self.base_model)
             except ValidationError as exc:
                 problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
                 raise ValueError(f"distill.students.{name}: {problems}") from None
+            if student.source == "toy":
+                warn_if_too_big(f"distill.students.{name}", base.training_memory_bytes())
         unknown = [m for m in self.evaluate.models
                    if m.startswith("distill_") and m.removeprefix("distill_") not in self.distill.students]
         if unknown:
@@ -387,6 +398,24 @@ class Params(Section):
         if stage.startswith("distill_"):
             return self.distill.student(stage.removeprefix("distill_"))
         return getattr(self, stage)
+
+
+def memory_bytes() -> int:
+    """Memory training can use here: the GPU's when torch is loaded and sees one (stages), else the machine's RAM."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def warn_if_too_big(key: str, needed: int) -> None:
+    """A model that cannot be trained here is allowed (params may be meant for a bigger machine), but said at once."""
+    available = memory_bytes()
+    if needed > available:
+        warnings.warn(f"{key}: training it needs at least {needed / 2**30:.1f} GiB (fp32 weights, gradients and "
+                      f"Adam states), more than the {available / 2**30:.1f} GiB of memory here", stacklevel=2)
 
 
 class ParamsError(ValueError):

@@ -89,3 +89,14 @@ def test_a_student_stage_gets_its_own_sft_params():
     assert tiny.epochs == params.distill.epochs
     with pytest.raises(ValueError, match="unknown student 'huge'"):
         params.stage_section("distill_huge")
+
+
+def test_a_student_too_big_to_train_here_warns_at_once_and_a_fitting_one_does_not(recwarn):
+    from tasks.params import Params
+
+    huge = {"hidden_size": 32768, "num_layers": 64, "num_heads": 64, "intermediate_size": 131072}  # ~ 1 T parameters
+    with pytest.warns(UserWarning, match=r"distill.students.huge: training it needs at least \d+\.\d GiB"):
+        Params.model_validate({"distill": {"students": {"huge": huge}}})
+    recwarn.clear()
+    Params.model_validate({})  # the toy students fit anywhere
+    assert not [w for w in recwarn if "training it needs" in str(w.message)]
