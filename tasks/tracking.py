@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -138,20 +138,28 @@ def flatten(params: BaseModel | dict, prefix: str = "") -> dict[str, str]:
 
 
 @contextmanager
-def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow.ActiveRun]:
+def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow.ActiveRun | None]:
     """An MLflow run for one stage, tagged with git commit and flow-run id; failed if the stage raises.
 
     In a rank launched by the stage (tasks/launch.py) the main process joins the stage's run, the others log nothing
     (yield None)."""
     setup(experiment)
+    with _open_stage_run(stage, params) as run:
+        try:
+            yield run
+        except (DataError, ParamsError) as exc:
+            report_bad_input(exc)
+            raise
+
+
+@contextmanager
+def _open_stage_run(stage: str, params: BaseModel) -> Iterator[mlflow.ActiveRun | None]:
     if launch.in_rank():
-        joined = mlflow.start_run(run_id=os.environ[launch.RUN_ID_ENV]) if launch.is_main_process() else nullcontext()
-        with joined as run:
-            try:
-                yield run
-            except (DataError, ParamsError) as exc:
-                report_bad_input(exc)
-                raise
+        if not launch.is_main_process():
+            yield None
+            return
+        with mlflow.start_run(run_id=os.environ[launch.RUN_ID_ENV]) as run:
+            yield run
         return
     tags = {"stage": stage, "git_commit": git_commit(), **owner_tags()}
     if os.environ.get(FLOW_RUN_ENV):
@@ -161,11 +169,7 @@ def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow
     with mlflow.start_run(run_name=stage, parent_run_id=os.environ.get(PARENT_RUN_ENV) or None, tags=tags) as run:
         # Prefixed so TRL's own TrainingArguments params (same names, other values) never collide with ours.
         mlflow.log_params(flatten(params, prefix="params."))
-        try:
-            yield run
-        except (DataError, ParamsError) as exc:
-            report_bad_input(exc)
-            raise
+        yield run
 
 
 def report_bad_input(exc: Exception) -> None:
