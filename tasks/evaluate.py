@@ -25,7 +25,7 @@ import mlflow
 
 from tasks import rewards
 from tasks.data import read_jsonl, write_json
-from tasks.generation import Generator, Sample, Sampling, require_vllm, with_system_prompt
+from tasks.generation import Generator, Sample, Sampling, with_system_prompt
 from tasks.model_rewards import RewardModelScorer, summary_text
 from tasks.params import Params, load_params
 from tasks.tracking import log_metrics, stage_run
@@ -95,12 +95,10 @@ def score(rows: list[dict], sampled: list[list[Sample]], greedy: list[list[Sampl
 
 def run(model: str, params: Params) -> dict:
     p = params.evaluate
-    if params.generation.backend == "vllm":
-        require_vllm()
+    generator = Generator(Path("models") / model, params.generation, params.runtime)  # loaded once, used 3 times
     rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.limit)
     general = read_jsonl(p.general_data, required=("id", "prompt", "answer")) if p.general_data else []
     scorer = RewardModelScorer(p.reward_model, params.runtime) if general else None
-    generator = Generator(Path("models") / model, params.generation, params.runtime)  # loaded once, used 3 times
     prompts = [with_system_prompt(row["prompt"], params.prompt.system) for row in rows]
     greedy_sampling = Sampling(n=1, temperature=0.0, max_new_tokens=p.max_new_tokens)
     sampled = generator(prompts, Sampling(n=p.num_samples, temperature=p.temperature, top_p=p.top_p,

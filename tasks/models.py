@@ -11,6 +11,7 @@ import math
 import shutil
 from pathlib import Path
 
+import mlflow
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
@@ -135,8 +136,11 @@ def params_hash(params) -> str:
 
 
 def write_provenance(out: Path, stage: str, parent: str | None, params) -> None:
-    write_json(out / "provenance.json", {"stage": stage, "parent_model": parent,
-                                         "params_hash": params_hash(params), "git_commit": git_commit()})
+    """What made this model: the stage, its parent, its params and code, and its MLflow run (the report reads that
+    run's curves, not the latest run of the stage, which may be a discarded experiment's)."""
+    run = mlflow.active_run()
+    write_json(out / "provenance.json", {"stage": stage, "parent_model": parent, "params_hash": params_hash(params),
+                                         "git_commit": git_commit(), "mlflow_run_id": run.info.run_id if run else None})
 
 
 def read_provenance(path: Path | str) -> dict:

@@ -183,6 +183,11 @@ class SFTParams(Section):
     lora: LoraParams = LoraParams()
 
 
+class StudentSFTParams(SFTParams):
+    """One distillation student's SFT params (built by DistillParams.student, not a params.yaml section)."""
+    teacher: str  # the SFT warns when the student is larger than this model
+
+
 class RewardModelParams(SFTParams):
     model: str = "models/base"  # a sequence-classification head (one score) is put on this model
     data: str = "data/toy/preferences_train.jsonl"
@@ -296,12 +301,12 @@ class DistillParams(SFTParams):
             raise ValueError(f"student names {bad} must be identifiers (they name stages and model directories)")
         return self
 
-    def student(self, name: str) -> SFTParams:
+    def student(self, name: str) -> StudentSFTParams:
         """The SFT params of one student: this section with `model` set to the student's base."""
         if name not in self.students:
             raise ValueError(f"unknown student '{name}'; distill.students has {sorted(self.students)}")
-        fields = self.model_dump(exclude={"teacher", "students"}) | {"model": f"{self.model}/{name}"}
-        return SFTParams.model_validate(fields)
+        fields = self.model_dump(exclude={"students"}) | {"model": f"{self.model}/{name}"}
+        return StudentSFTParams.model_validate(fields)
 
 
 class RegistryParams(Section):

@@ -170,7 +170,7 @@ def general_row(row: dict) -> dict:
 def run(stage: str, p: RejectionSamplingParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
     if params.generation.backend == "vllm":
-        require_vllm()
+        require_vllm()  # now, not at the first shard's Generator: a resumed run may load no model at all
     rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.num_prompts)
     general = read_jsonl(p.non_reasoning_data, required=("id", "prompt", "answer", "response"))
     samples = sample_shards(rows, p, params, out / "shards")
@@ -186,7 +186,8 @@ def run(stage: str, p: RejectionSamplingParams, params: Params, out: Path) -> di
         "prompts": len(rows), "samples": len(samples), "samples_per_prompt": p.samples_per_prompt,
         "pass_rate": sum(s["accuracy"] for s in samples) / len(samples),
         "pass_rate_histogram": pass_rate_histogram(samples, p.samples_per_prompt),
-        "dropped_by_filter": dropped, "kept_reasoning": len(reasoning), "non_reasoning": n_general,
+        "dropped_by_filter": dropped, "filter_order": list(dropped),  # the JSON file sorts dropped_by_filter's keys
+        "kept_reasoning": len(reasoning), "non_reasoning": n_general,
         "final_size": len(blended), "non_reasoning_share": n_general / len(blended),
         "prompts_with_a_kept_sample": len({s["prompt_id"] for s in kept}),
     }

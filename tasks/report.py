@@ -36,6 +36,7 @@ from tasks.tracking import git_commit, redact, stage_run, tracking_uri
 
 REPORTS = Path("reports")
 METRICS = Path("metrics")
+MODELS = Path("models")
 PLOTS = Path("plots")
 LOCK_FILE = Path("dvc.lock")
 
@@ -55,9 +56,6 @@ STUDENT_PREFIX = "distill_"
 CURVE_KEY = re.compile(r"^(reward|rewards/[^/]+/mean|completions/mean_length)$")
 LENGTH_KEY = "completions/mean_length"
 ACCURACY_KEY = "rewards/accuracy_reward/mean"
-# The order tasks/rejection_sampling.py applies its filters (metrics/rejection_sampling.json stores them sorted).
-FILTER_ORDER = ("correct", "format", "language", "truncated", "too_long", "repetition", "duplicate",
-                "per_prompt_cap")
 
 
 # ---- gathering: files and MLflow -> plain data (also written as report.json) ----
@@ -101,6 +99,28 @@ def latest_finished_runs(experiment: str) -> dict[str, mlflow.entities.Run]:
     return latest
 
 
+def stage_runs(experiment: str, models_dir: Path = MODELS) -> dict[str, mlflow.entities.Run]:
+    """{stage: the MLflow run behind its outputs}. A stage that wrote a model gets the run its provenance.json
+    records (none, if the store no longer has it finished): a later run of the stage, say a discarded experiment's,
+    never stands for these outputs. Other stages get their latest finished run."""
+    runs = latest_finished_runs(experiment)
+    if not runs:
+        return runs
+    client = MlflowClient(tracking_uri())
+    for file in sorted(models_dir.glob("*/provenance.json")):
+        made_by = json.loads(file.read_text())
+        if not made_by.get("mlflow_run_id"):
+            continue  # written before provenance recorded the run
+        runs.pop(made_by["stage"], None)
+        try:
+            run = client.get_run(made_by["mlflow_run_id"])
+        except mlflow.exceptions.MlflowException:
+            continue
+        if run.info.status == "FINISHED":
+            runs[run.data.tags.get("stage", made_by["stage"])] = run
+    return runs
+
+
 def finite(value: float) -> bool:
     return not (math.isnan(value) or math.isinf(value))
 
@@ -127,11 +147,11 @@ def csv_curve(path: Path) -> dict[str, list[list[float]]]:
 
 
 def rl_curve(stage: str, runs: dict, experiment: str) -> dict:
-    """A GRPO stage's curves from its latest finished MLflow run, else from plots/<stage>.csv, else not run."""
+    """A GRPO stage's curves from the MLflow run that made its model, else from plots/<stage>.csv, else not run."""
     run = runs.get(stage)
     if run is not None:
         return {"stage": stage, "source": "mlflow", "run_id": run.info.run_id, "series": mlflow_curve(run),
-                "note": f"MLflow run {run.info.run_id} (latest finished run tagged stage={stage})"}
+                "note": f"MLflow run {run.info.run_id} (the run that made models/{stage})"}
     path = PLOTS / f"{stage}.csv"
     if path.exists():
         return {"stage": stage, "source": "csv", "run_id": None, "series": csv_curve(path),
@@ -144,7 +164,7 @@ def rl_curve(stage: str, runs: dict, experiment: str) -> dict:
 def funnel(report: dict) -> list[dict]:
     """Samples -> what is left after each filter (in the order they are applied) -> kept + non-reasoning = final."""
     dropped = report["dropped_by_filter"]
-    names = [n for n in FILTER_ORDER if n in dropped] + sorted(set(dropped) - set(FILTER_ORDER))
+    names = report.get("filter_order") or sorted(dropped)  # the order the stage applied them
     left = report["samples"]
     steps = [{"step": "samples", "dropped": 0, "left": left}]
     for name in names:
@@ -195,7 +215,7 @@ def build(params: Params) -> dict:
     experiment = params.tracking.experiment
     models = params.evaluate.models
     try:
-        runs = latest_finished_runs(experiment)
+        runs = stage_runs(experiment)
         mlflow_error = None
     except Exception as exc:  # an unreachable or broken store must not hide the rest: fall back to the CSV curves
         runs, mlflow_error = {}, f"{type(exc).__name__}: {exc}"

@@ -19,7 +19,7 @@ from trl import SFTConfig, SFTTrainer
 from tasks import launch, models
 from tasks.data import inputs_fingerprint, read_jsonl
 from tasks.generation import with_system_prompt
-from tasks.params import Params, SFTParams
+from tasks.params import Params, SFTParams, StudentSFTParams
 from tasks.tracking import run_stage_cli
 
 SFT_STAGES = ("cold_start_sft", "resft", "distill_*", "student_cold_start")
@@ -41,12 +41,9 @@ def warn_if_larger(student: str, teacher: str) -> None:
 
 def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
-    if stage.startswith("distill_"):
-        if not Path(p.data).exists():
-            raise FileNotFoundError(f"{p.data}: the teacher's data for distillation is missing (run the stage that "
-                                    "writes it: rejection_sampling, or teacher_traces)")
-        warn_if_larger(p.model, params.distill.teacher)
     dataset = load_sft_dataset(p.data, params.prompt.system)
+    if isinstance(p, StudentSFTParams):
+        warn_if_larger(p.model, p.teacher)
     checkpoints = Path("checkpoints") / stage
     config = SFTConfig(
         output_dir=str(checkpoints), num_train_epochs=p.epochs, learning_rate=p.learning_rate,

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import psutil
@@ -46,6 +47,7 @@ def redact(url: str) -> str:
     """`url` fit to print, log or write in a report: the password (or a lone token) of its user info and the values
     of secret-looking query parameters replaced by ***. Credentials belong in the environment (MLFLOW_TRACKING_URI,
     or better MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN), never in params.yaml."""
+    # Split by hand, not with urlsplit: urlunsplit would turn sqlite:///path into sqlite:/path.
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
@@ -68,9 +70,8 @@ def ui_url() -> str:
     them), or what `make mlflow-ui` serves."""
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
-        scheme, _, rest = uri.partition("://")
-        netloc, slash, path = rest.split("?")[0].partition("/")
-        return f"{scheme}://{netloc.rsplit('@', 1)[-1]}{slash}{path}".rstrip("/")
+        parts = urlsplit(uri)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", ""))
     return os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
 
 

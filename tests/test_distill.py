@@ -10,6 +10,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from tasks import base_model, models, sft
+from tasks.data import DataError
 from tasks.params import validate
 from tests.tiny import TINY, build_tiny_model
 from tests.workspace import make_workspace
@@ -69,7 +70,7 @@ def test_missing_teacher_data_is_a_clear_error_before_training(tiny, tmp_path):
                                                                 "data": str(tmp_path / "missing.jsonl"),
                                                                 "students": {"model": {}}},
                        "evaluate": {"models": ["base"]}})
-    with pytest.raises(FileNotFoundError, match="teacher's data for distillation is missing"):
+    with pytest.raises(DataError, match="missing.jsonl: file not found"):  # bad input: a flow does not retry it
         sft.run("distill_model", params.stage_section("distill_model"), params, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -158,6 +158,9 @@ def test_every_vllm_path_fails_at_once_with_one_clear_message(tiny, tmp_path, mo
         generate(tiny, [user("hi")], Sampling(), GenerationParams(backend="vllm"), RuntimeParams(device="cpu"))
     vllm = Params(generation=GenerationParams(backend="vllm"), runtime=RuntimeParams(device="cpu"),
                   evaluate=EvaluateParams(data="missing.jsonl", general_data="missing.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "base").symlink_to(tiny)  # evaluate.run reads models/<name>
     with pytest.raises(RuntimeError, match=message):
         evaluate.run("base", vllm)
     with pytest.raises(RuntimeError, match=message):

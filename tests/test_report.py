@@ -13,6 +13,8 @@ RS_REPORT = {"prompts": 10, "samples": 40, "samples_per_prompt": 4, "pass_rate":
              "pass_rate_histogram": {"0/4": 5, "1/4": 2, "2/4": 1, "3/4": 1, "4/4": 1},
              "dropped_by_filter": {"correct": 28, "duplicate": 1, "format": 2, "language": 0, "per_prompt_cap": 3,
                                    "repetition": 0, "too_long": 0, "truncated": 1},
+             "filter_order": ["correct", "format", "language", "truncated", "too_long", "repetition", "duplicate",
+                              "per_prompt_cap"],
              "kept_reasoning": 5, "non_reasoning": 2, "final_size": 7, "non_reasoning_share": 2 / 7,
              "prompts_with_a_kept_sample": 4}
 
@@ -61,7 +63,10 @@ def built(tmp_path_factory):
     client = MlflowClient(uri)
     experiment_id = client.create_experiment(EXPERIMENT)
     run_id = log_run(client, experiment_id, "reasoning_rl", [0.2, 0.4, 0.6])
+    write(root / "models" / "reasoning_rl" / "provenance.json", json.dumps({"stage": "reasoning_rl",
+                                                                            "mlflow_run_id": run_id}))
     log_run(client, experiment_id, "reasoning_rl", [0.9, 0.9, 0.9], status="FAILED")  # later, but failed
+    log_run(client, experiment_id, "reasoning_rl", [0.7, 0.7, 0.7])  # later and finished: a discarded experiment's
     params = Params(tracking=TrackingParams(experiment=EXPERIMENT), evaluate=EvaluateParams(models=models))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -96,7 +101,8 @@ def test_report_is_self_contained(built):
 def test_curves_come_from_mlflow_and_fall_back_to_the_csv(built):
     data, run_id = built["data"], built["run_id"]
     reasoning, alignment = data["curves"]["reasoning_rl"], data["curves"]["alignment_rl"]
-    # The latest FINISHED run's history, not the later failed run, not the CSV; only the curve keys.
+    # The history of the run that made models/reasoning_rl (its provenance.json), not a later failed or finished
+    # run of the stage, not the CSV; only the curve keys.
     assert reasoning["source"] == "mlflow" and reasoning["run_id"] == run_id
     assert reasoning["series"]["reward"] == [[1, 0.2], [2, 0.4], [3, 0.6]]
     assert set(reasoning["series"]) == {"reward", "rewards/accuracy_reward/mean", "completions/mean_length"}
@@ -137,8 +143,3 @@ def test_funnel_follows_the_filter_order():
     assert [s["left"] for s in steps] == [40, 12, 10, 10, 9, 9, 9, 8, 5, 5, 2, 7]
 
 
-def test_filter_order_is_the_stage_order():
-    from tasks.params import RejectionSamplingParams
-    from tasks.rejection_sampling import filters
-
-    assert report.FILTER_ORDER == tuple(name for name, _ in filters(RejectionSamplingParams()))

@@ -48,7 +48,9 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     assert report["samples"] == 12 * 2 and report["prompts"] == 12
     assert sum(report["pass_rate_histogram"].values()) == 12
     assert report["final_size"] == report["kept_reasoning"] + report["non_reasoning"] > 0
-    assert json.loads((workspace / "models" / "resft" / "provenance.json").read_text())["parent_model"] == "models/base"
+    assert report["filter_order"][0] == "correct" and set(report["filter_order"]) == set(report["dropped_by_filter"])
+    resft = json.loads((workspace / "models" / "resft" / "provenance.json").read_text())
+    assert resft["parent_model"] == "models/base" and resft["mlflow_run_id"]  # the report reads this run
     rm = json.loads((workspace / "metrics" / "reward_model.json").read_text())
     assert 0.0 <= rm["pairwise_accuracy"] <= 1.0 and rm["test_pairs"] > 0
     # Distillation: each student is smaller than the teacher, SFT'd on the blend from its own base.
