@@ -85,7 +85,8 @@ def write_json(path: Path | str, obj: dict) -> None:
 
 
 def inputs_fingerprint(params, *paths: Path | str) -> str:
-    """Identifies a piece of work's inputs: its params plus the size and mtime of every input file."""
+    """Identifies a piece of work's inputs: the whole params (a stage also reads seed, runtime, prompt, ... beside its
+    own section) plus the size and mtime of every input file."""
     h = hashlib.sha256(params.model_dump_json().encode())
     for path in map(Path, paths):
         files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]

@@ -95,7 +95,7 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
         processing_class=tokenizer, peft_config=models.lora_config(p.lora),
     )
     inputs = [p.model, p.data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams) else [])
-    resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(p, *inputs))
+    resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(params, *inputs))
     trainer.train(resume_from_checkpoint=resume)
     if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, trainer.processing_class, out)):
         models.write_provenance(out, stage, p.model, p)

@@ -110,7 +110,7 @@ def apply_filters(samples: list[Sample], p: RejectionSamplingParams) -> tuple[li
 
 def sample_shards(rows: list[dict], p: RejectionSamplingParams, params: Params, shards: Path) -> list[Sample]:
     """Generate and score k samples per prompt, one shard file at a time; finished shards are reused."""
-    keep_if_same_inputs(shards, inputs_fingerprint(p, p.model, p.data))
+    keep_if_same_inputs(shards, inputs_fingerprint(params, p.model, p.data))
     generator = None  # loaded on the first shard to generate: a fully resumed run loads no model
     samples: list[Sample] = []
     for start in range(0, len(rows), p.shard_size):

@@ -71,7 +71,7 @@ def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
                                  for r in train])
     trainer = RewardTrainer(model=p.model, args=config, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=models.lora_config(p.lora, task_type="SEQ_CLS"))
-    resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(p, p.model, p.data))
+    resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(params, p.model, p.data))
     result = trainer.train(resume_from_checkpoint=resume)
     if not launch.save_once(trainer, out, lambda: models.save_model(trainer.model, tokenizer, out)):
         return {}  # the main process evaluates and reports

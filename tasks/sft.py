@@ -56,7 +56,7 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
     tokenizer = models.load_tokenizer(p.model)
     trainer = SFTTrainer(model=p.model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=models.lora_config(p.lora))
-    resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(p, p.model, p.data))
+    resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(params, p.model, p.data))
     result = trainer.train(resume_from_checkpoint=resume)
     if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, tokenizer, out)):
         models.write_provenance(out, stage, p.model, p)

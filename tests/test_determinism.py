@@ -41,3 +41,17 @@ def test_a_cpu_training_run_gives_the_same_metrics_and_weights_twice(tmp_path, m
         results.append((metrics, (tmp_path / name / "model" / "model.safetensors").read_bytes()))
     assert results[0][0]["resumed"] == 0 and results[0][0]["train_rows"] == 16
     assert results[0] == results[1]
+
+
+def test_a_rerun_with_another_seed_starts_over_instead_of_resuming(tmp_path, monkeypatch, tiny):
+    # DVC re-runs a stage when `seed` (or runtime, prompt...) changes; its checkpoints, saved under the old params,
+    # must not be resumed then, though the stage's own section is unchanged.
+    prepare_data.run(TOY, tmp_path / "toy")
+    monkeypatch.chdir(tmp_path)
+    section = {"model": str(tiny), "data": str(tmp_path / "toy" / "cold_start.jsonl"), "epochs": 1.0,
+               "batch_size": 4, "save_steps": 2}
+    resumed = []
+    for seed in (42, 42, 7):
+        params = validate({"seed": seed, "runtime": {"device": "cpu"}, "cold_start_sft": section})
+        resumed.append(sft.run("cold_start_sft", params.cold_start_sft, params, tmp_path / "model")["resumed"])
+    assert resumed == [0, 1, 0]  # same inputs: the finished checkpoint is resumed; another seed: trained afresh
