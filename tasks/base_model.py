@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from tasks import models
@@ -33,6 +33,7 @@ CHECKPOINTS = Path("checkpoints/base_model")
 
 def pretrain_toy(p: BaseModelParams, params: Params, texts: list[str], tokenizer, checkpoints: Path,
                  out: Path) -> dict:
+    set_seed(params.seed)  # the initial weights: torch's generator starts from a random seed in each process
     model = LlamaForCausalLM(models.tiny_llama_config(p, tokenizer))
     config = SFTConfig(
         output_dir=str(checkpoints), num_train_epochs=p.epochs, learning_rate=p.learning_rate,

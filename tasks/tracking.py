@@ -215,6 +215,11 @@ def run_training(stage: str, section: BaseModel, params: Params, train: Callable
             return None
         if launch.in_rank():
             launch.init_rank()
+        # Seeded here, not only by the Trainer: TRL builds a model named by path (a reward model's new score head, a
+        # LoRA adapter) before the Trainer seeds, and torch's generator starts from a random seed in each process.
+        from transformers import set_seed  # here: the flows import this module and need no transformers
+
+        set_seed(params.seed)
         metrics = train()
         if launch.in_rank():  # the evidence, per rank, that every rank finished
             print(f"rank {launch.rank()}: {stage} finished", flush=True)

@@ -1,8 +1,12 @@
 """Same params and seed, same results: the data stages byte for byte, a CPU training run metric for metric."""
 
-from tasks import prepare_data, sft
+import torch
+
+from tasks import base_model, models, prepare_data, sft, toy_world
 from tasks import rejection_sampling as rs
 from tasks.params import ToyWorldParams, validate
+from tasks.tracking import run_training
+from tests.tiny import TINY
 
 TOY = ToyWorldParams(train_size=60, test_size=8, cold_start_size=16, general_docs=4, facts=6, general_test_size=4,
                      harmful_requests=10, harmful_test_size=5)
@@ -55,3 +59,29 @@ def test_a_rerun_with_another_seed_starts_over_instead_of_resuming(tmp_path, mon
         params = validate({"seed": seed, "runtime": {"device": "cpu"}, "cold_start_sft": section})
         resumed.append(sft.run("cold_start_sft", params.cold_start_sft, params, tmp_path / "model")["resumed"])
     assert resumed == [0, 1, 0]  # same inputs: the finished checkpoint is resumed; another seed: trained afresh
+
+
+def test_the_toy_base_model_is_the_same_twice(tmp_path, monkeypatch):
+    # Its weights start random: torch's generator starts from a random seed in each process (and from wherever the
+    # process left it), so the stage seeds it; unseeded, each `base_model` run gave another base, and every stage
+    # after it other numbers.
+    monkeypatch.chdir(tmp_path)
+    train, _ = toy_world.generate_problems(0, 40, 10, 12, 3)
+    texts = [p.text() + "\n" + toy_world.r1_completion(p.reasoning(), p.answer) for p in train]
+    tokenizer = models.build_toy_tokenizer(texts, TINY.vocab_size)
+    p = TINY.model_copy(update={"epochs": 1.0, "batch_size": 8, "seq_len": 64})
+    params = validate({"runtime": {"device": "cpu"}})
+    weights = []
+    for name in ("first", "second"):
+        base_model.pretrain_toy(p, params, texts, tokenizer, tmp_path / name / "checkpoints", tmp_path / name / "out")
+        weights.append((tmp_path / name / "out" / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+
+
+def test_training_stages_draw_from_the_seed(tmp_path, monkeypatch):
+    # What TRL initialises before its Trainer seeds (a reward model's score head, a LoRA adapter) draws from here.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    params = validate({"runtime": {"device": "cpu"}})
+    draws = [run_training("cold_start_sft", params.cold_start_sft, params, lambda: {"draw": torch.rand(1).item()},
+                          "tasks.sft")["draw"] for _ in range(2)]
+    assert draws[0] == draws[1]
