@@ -170,7 +170,7 @@ def general_row(row: dict) -> dict:
 def run(stage: str, p: RejectionSamplingParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
     if params.generation.backend == "vllm":
-        require_vllm()  # now, not at the first shard's Generator: a resumed run may load no model at all
+        require_vllm()  # before reading any data; the Generator, built lazily at the first missing shard, checks too
     rows = read_jsonl(p.data, required=("id", "prompt", "answer"), limit=p.num_prompts)
     general = read_jsonl(p.non_reasoning_data, required=("id", "prompt", "answer", "response"))
     samples = sample_shards(rows, p, params, out / "shards")
