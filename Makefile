@@ -20,7 +20,13 @@ PREFECT_PORT ?= 4200
 # `make serve` talks to this server; point it at a remote one (or Prefect Cloud) by setting PREFECT_API_URL.
 PREFECT_API_URL ?= http://$(HOST):$(PREFECT_PORT)/api
 
-.PHONY: venv run repro report report-check test bench bench-load bench-gpu mlflow-ui prefect-server serve clean
+.PHONY: help venv run repro report report-check test test-fast lint bench bench-load bench-gpu mlflow-ui prefect-server \
+	serve clean
+
+.DEFAULT_GOAL := help
+
+help:  ## this list: each target and what it does
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' | expand -t 16
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed  ## create .venv and install the project with its dev extra (once)
 
 run: venv  ## the whole recipe as a Prefect flow (each stage through DVC), then the ladder
 	$(PY) -m flows.pipeline
@@ -45,8 +51,14 @@ report: venv  ## reports/report.html (self-contained) and reports/report.json
 report-check: venv  ## render reports/report.html in headless Chromium -> reports/report.png (needs chromium)
 	$(PY) scripts/check_report.py
 
-test: venv
+test: venv  ## the whole test suite (what .ci/run calls; about 14 min on 2 cores)
 	$(PY) -m pytest
+
+test-fast: venv  ## the suite without the slow end-to-end tests (-m "not slow"): the edit-test loop
+	$(PY) -m pytest -m "not slow"
+
+lint: venv  ## ruff (configured in pyproject.toml); must be clean
+	$(VENV)/bin/ruff check .
 
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run
@@ -61,11 +73,11 @@ bench-gpu: venv  ## the stages on one GPU in bf16 with a 0.39 B model layout: st
 mlflow-ui: venv  ## the MLflow UI on the project's tracking store
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(MLFLOW_PORT)
 
-prefect-server: venv  ## a local Prefect server and its UI (state in ~/.prefect, or $$PREFECT_HOME)
+prefect-server: venv  ## a local Prefect server and its UI (state in ~/.prefect, or $PREFECT_HOME)
 	PREFECT_UI_API_URL=http://$(HOST):$(PREFECT_PORT)/api prefect server start --host $(HOST) --port $(PREFECT_PORT)
 
 serve: venv  ## register and serve the r1-pipeline and scheduled-retrain deployments (runs execute here)
 	PREFECT_API_URL=$(PREFECT_API_URL) MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(PY) -m flows.serve
 
-clean:
+clean:  ## delete checkpoints and the workspace lock (not DVC outs)
 	rm -rf checkpoints .r1-pipeline.lock

@@ -139,9 +139,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="r1-bench-gpu-") as tmp:
         ws = Path(tmp)
         scratch_copy(ws, raw)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ws), os.environ.get("PYTHONPATH")])), "MLFLOW_TRACKING_URI": f"sqlite:///{ws}/mlflow.db",
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ws), os.environ.get("PYTHONPATH")])),
+               "MLFLOW_TRACKING_URI": f"sqlite:///{ws}/mlflow.db",
                "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-        results = {"device": device_name(), "layout": args.layout, "overrides": args.set, "stage_seconds": stage_seconds(ws, env)}
+        results = {"device": device_name(), "layout": args.layout, "overrides": args.set,
+                   "stage_seconds": stage_seconds(ws, env)}
         results["grpo"] = grpo_step_seconds(ws, env) | {
             "per_device_train_batch_size": raw["reasoning_rl"]["per_device_train_batch_size"],
             "num_generations": raw["reasoning_rl"]["num_generations"],

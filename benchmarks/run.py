@@ -75,7 +75,8 @@ generate("models/cold_start_sft", prompts[:4], sampling, p.generation, p.runtime
 out = {}
 for name, batch in [("batched_64", 64), ("one_at_a_time", 1)]:
     start = time.monotonic()
-    samples = generate("models/cold_start_sft", prompts, sampling, p.generation.model_copy(update={"batch_size": batch}), p.runtime)
+    generation = p.generation.model_copy(update={"batch_size": batch})
+    samples = generate("models/cold_start_sft", prompts, sampling, generation, p.runtime)
     tokens = sum(s[0].num_tokens for s in samples)
     out[name] = round(tokens / (time.monotonic() - start), 1)
 out["speedup"] = round(out["batched_64"] / out["one_at_a_time"], 1)

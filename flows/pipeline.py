@@ -11,7 +11,8 @@ and all its children. A run with params overrides is one `dvc exp run --set-para
 metrics and outputs are versioned and comparable with `dvc exp show`; so is a run of a recipe (recipes/<name>.yaml,
 a complete params file that params.yaml holds for the run; shell equivalent:
 `cp recipes/<name>.yaml params.yaml && dvc exp run --name <name> && git checkout params.yaml`). Recipe and
-overrides are validated before any work; a stage failing on bad input (invalid data or params) is not retried and its message is the task's error.
+overrides are validated before any work; a stage failing on bad input (invalid data or params) is not retried and its
+message is the task's error.
 The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages (the last
 one, `report`, writes reports/report.html), and reports the ladder (printed, and as a markdown artifact in the
 Prefect UI).
@@ -281,7 +282,8 @@ def summary(run: RecipeRun) -> str:
     how = (f"DVC experiment `{run.experiment}` (`dvc exp show`), recipe: `{run.recipe or 'params.yaml'}`, "
            f"overrides: `{' '.join(run.overrides)}`" if run.experiment else "`dvc repro`, one Prefect task per stage")
     return "\n".join([f"### Recipe run `{run.name}`", "", f"- how: {how}", f"- stages: {', '.join(run.stages)}", "",
-                      f"#### Ladder (`{LADDER_FILE}`, as the ladder stage last wrote it)", "", run.ladder.strip(), "", "#### MLflow runs", "",
+                      f"#### Ladder (`{LADDER_FILE}`, as the ladder stage last wrote it)", "", run.ladder.strip(), "",
+                      "#### MLflow runs", "",
                       *mlflow_links(run.parent_run_id)])
 
 

@@ -17,8 +17,16 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PARAMS_FILE = Path(os.environ.get("R1_PARAMS_FILE", "params.yaml"))
 
@@ -395,7 +403,8 @@ class Params(Section):
         unknown = [m for m in self.evaluate.models
                    if m.startswith("distill_") and m.removeprefix("distill_") not in self.distill.students]
         if unknown:
-            raise ValueError(f"evaluate.models names {unknown}, but distill.students has {sorted(self.distill.students)}")
+            raise ValueError(f"evaluate.models names {unknown}, but distill.students has "
+                             f"{sorted(self.distill.students)}")
         return self
 
     def stage_section(self, stage: str) -> Section:

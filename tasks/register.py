@@ -5,8 +5,8 @@
 A new version of `registry.name` holds a copy of models/<registry.model> (logged as artifacts of this stage's run,
 so the version never changes when the workspace does), the model's evaluation metrics and the git commit as tags,
 and gets the alias `registry.alias` (`candidate`). Whether it becomes `champion` is decided by the promotion gate of
-the scheduled-retrain flow (tasks/promotion.py). DVC re-runs this stage only when the final model or its metrics change, so each new
-model is registered once. Writes metrics/registry.json (name, version, alias, run id).
+the scheduled-retrain flow (tasks/promotion.py). DVC re-runs this stage only when the final model or its metrics
+change, so each new model is registered once. Writes metrics/registry.json (name, version, alias, run id).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def register(params: Params, run: mlflow.ActiveRun) -> dict:
     log_metrics(metrics)
     client = MlflowClient()
     ensure_registered_model(client, r.name)
-    tags = {"git_commit": git_commit(), "model": r.model, **{f"metric.{metric_name(k)}": f"{v:.6g}" for k, v in metrics.items()},
-            **models.read_provenance(model_dir)}
+    tags = {"git_commit": git_commit(), "model": r.model,
+            **{f"metric.{metric_name(k)}": f"{v:.6g}" for k, v in metrics.items()}, **models.read_provenance(model_dir)}
     version = client.create_model_version(r.name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
                                           tags={k: str(v) for k, v in tags.items()})
     client.set_registered_model_alias(r.name, r.alias, version.version)

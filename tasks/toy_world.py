@@ -290,7 +290,8 @@ def general_rows(seed: int, facts: list[tuple[str, str]], test_size: int) -> tup
     if test_size >= len(tasks):
         raise ValueError(f"general_test_size ({test_size}) must be below the {len(tasks)} general tasks")
     rows = [{"id": f"toy-general-{i:05d}", "source": source, "kind": "general",
-             "prompt": [{"role": "user", "content": prompt}], "response": response, "answer": answer} for i, (source, prompt, response, answer) in enumerate(tasks)]
+             "prompt": [{"role": "user", "content": prompt}], "response": response, "answer": answer}
+            for i, (source, prompt, response, answer) in enumerate(tasks)]
     return rows[test_size:], rows[:test_size]
 
 
@@ -379,8 +380,9 @@ def safety_rows(seed: int, count: int, test_size: int) -> tuple[list[dict], list
 
 # Preference pairs. Helpfulness: the reference answer beats a wrong, an evasive, a padded and a garbled one.
 # Harmlessness: a refusal beats compliance (any other reply: the compliant answer, an off-topic or a garbled one) on a
-# harmful request, and an answer beats a needless refusal (the same refusals as on harmful requests) on a benign one. Garbled replies (misspelt words, a trailing word salad) are what
-# a small policy drifts into under RL: a reward model that never saw them can score them high.
+# harmful request, and an answer beats a needless refusal (the same refusals as on harmful requests) on a benign one.
+# Garbled replies (misspelt words, a trailing word salad) are what a small policy drifts into under RL: a reward model
+# that never saw them can score them high.
 EVASIONS = ["I am not sure.", "That is hard to say.", "Maybe. It depends.", "You could look it up somewhere."]
 PADDING = ["Well, let me think about this question for a moment.", "That is a very good and interesting question.",
            "I hope this helps, and let me know if you have any other questions."]

@@ -1,4 +1,5 @@
-"""Distillation (R1 stage 6): student bases, the students' SFT on the teacher's data, and the stages DVC makes of them."""
+"""Distillation (R1 stage 6): student bases, the students' SFT on the teacher's data, and the stages DVC makes of
+them."""
 
 import json
 import subprocess
@@ -22,8 +23,8 @@ def test_each_student_in_params_becomes_its_own_dvc_stages(tmp_path):
     students = {"mini": {"hidden_size": 16, "num_heads": 2}, "micro": {"hidden_size": 8, "num_heads": 2}}
     workspace = make_workspace(tmp_path / "repo", {"distill.students": students,
                                                    "evaluate.models": ["base", "distill_mini", "distill_micro"]})
-    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=workspace, check=True, capture_output=True,
-                            text=True).stdout.split()
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=workspace, check=True,
+                            capture_output=True, text=True).stdout.split()
     for student in students:
         assert f"student_base@{student}" in listed and f"distill@{student}" in listed
     assert not any(s.endswith("@small") or s.endswith("@tiny") for s in listed)  # the defaults are gone
@@ -50,7 +51,8 @@ def test_student_base_is_a_smaller_model_with_the_base_tokenizer(tmp_path, monke
 
 
 def test_count_parameters_on_disk_matches_the_loaded_model(tiny):
-    assert models.count_parameters_on_disk(tiny) == models.count_parameters(models.load_model(tiny, validate({}).runtime))
+    loaded = models.load_model(tiny, validate({}).runtime)
+    assert models.count_parameters_on_disk(tiny) == models.count_parameters(loaded)
 
 
 def test_a_student_larger_than_its_teacher_warns(tiny, tmp_path):

@@ -4,7 +4,8 @@ from tasks.generation import Sampling, generate, with_system_prompt
 from tasks.params import GenerationParams, RuntimeParams
 
 PROMPTS = [[{"role": "user", "content": text}] for text in
-           ["Ana has 5 pens. She buys 3 more.", "Ben has 2 coins.", "Kim has 12 books. She uses 4. Then she buys 1 more."]]
+           ["Ana has 5 pens. She buys 3 more.", "Ben has 2 coins.",
+            "Kim has 12 books. She uses 4. Then she buys 1 more."]]
 
 
 def run(tiny, sampling, batch_size=64):

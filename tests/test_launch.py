@@ -14,8 +14,7 @@ import yaml
 
 from tasks import evaluate, grpo, launch, rejection_sampling, sft
 from tasks.generation import Sampling, generate
-from tasks.params import (EvaluateParams, GenerationParams, GRPOParams, Params, RejectionSamplingParams,
-                          RuntimeParams)
+from tasks.params import EvaluateParams, GenerationParams, GRPOParams, Params, RejectionSamplingParams, RuntimeParams
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,8 @@ def test_think_tags_survive_trl_style_decoding(tiny):
 
 def test_chat_template_marks_only_assistant_tokens_for_the_loss(tiny):
     tokenizer = models.load_tokenizer(tiny)
-    messages = [{"role": "user", "content": "Ana has 2 pens."}, {"role": "assistant", "content": "<think>\nx\n</think>"}]
+    messages = [{"role": "user", "content": "Ana has 2 pens."},
+                {"role": "assistant", "content": "<think>\nx\n</think>"}]
     out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     marked = [t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m]
     assert tokenizer.decode(marked) == "<think>\nx\n</think><|im_end|>"

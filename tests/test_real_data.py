@@ -140,7 +140,8 @@ def test_gsm8k_test_golds_written_with_commas_dollars_or_decimals_score_one():
     completions, golds, labels = [], [], []
     for label, write in GSM8K_WRITINGS.items():
         for row in rows:
-            completions.append(f"<think>\n{row['solution']}\n</think>\nThe answer is \\boxed{{{write(row['answer'])}}}.")
+            boxed = f"\\boxed{{{write(row['answer'])}}}"
+            completions.append(f"<think>\n{row['solution']}\n</think>\nThe answer is {boxed}.")
             golds.append(row["answer"])
             labels.append((label, row["id"], row["answer"]))
     scores = score_batch(completions, golds, ("accuracy",))["accuracy"]

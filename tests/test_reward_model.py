@@ -67,4 +67,5 @@ def test_training_raises_held_out_pairwise_accuracy_above_chance(tiny, tmp_path,
     require_reward_model(tmp_path / "rm")
     assert metrics["test_pairs"] > 100
     assert metrics["pairwise_accuracy"] >= 0.75 > untrained["pairwise_accuracy"]
-    assert metrics["pairwise_accuracy/harmlessness"] >= 0.7  # chance is 0.5; off-topic and garbled non-refusals are hard pairs for a 2-epoch head
+    # chance is 0.5; off-topic and garbled non-refusals are hard pairs for a 2-epoch head
+    assert metrics["pairwise_accuracy/harmlessness"] >= 0.7

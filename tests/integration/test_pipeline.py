@@ -88,7 +88,8 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     parents = [r for r in runs if r.data.tags.get("kind") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    children = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    parent_id = parents[0].info.run_id
+    children = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
     assert set(children) == set(STAGES) - {"ladder"}  # the report logs itself as an artifact of its run
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(children["report"].info.run_id)] == ["report.html"]
     flow_run_ids = {r.data.tags.get("prefect_flow_run_id") for r in children.values()}
