@@ -68,9 +68,11 @@ class Generator:
     """A model loaded once for many calls: a stage that generates several times (evaluation: sampled, greedy,
     general tasks; rejection sampling: one call per shard) pays the model load, or the vLLM engine start, once."""
 
-    def __init__(self, model_dir: Path | str, gen: GenerationParams, runtime: RuntimeParams) -> None:
+    def __init__(self, model_dir: Path | str, gen: GenerationParams, runtime: RuntimeParams,
+                 chat_template: str | None = None) -> None:
+        """`chat_template` prompts the model another way than its own template (None: its own)."""
         models.require_model_dir(model_dir)
-        self.gen = gen
+        self.gen, self.chat_template = gen, chat_template
         if gen.backend == "vllm":
             require_vllm()
             from vllm import LLM
@@ -79,6 +81,8 @@ class Generator:
         else:
             self.tokenizer = models.load_tokenizer(model_dir)
             self.tokenizer.padding_side = "left"
+            if chat_template is not None:
+                self.tokenizer.chat_template = chat_template
             self.model = models.load_model(model_dir, runtime).eval()
 
     def __call__(self, prompts: list[list[dict]], sampling: Sampling, desc: str = "generate") -> list[list[Sample]]:
@@ -122,7 +126,7 @@ class Generator:
 
         params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                 max_tokens=sampling.max_new_tokens, seed=sampling.seed)
-        outputs = self.llm.chat(prompts, params, use_tqdm=True)
+        outputs = self.llm.chat(prompts, params, use_tqdm=True, chat_template=self.chat_template)
         return [[Sample(text=o.text, num_tokens=len(o.token_ids), finished=o.finish_reason == "stop")
                  for o in out.outputs] for out in outputs]
 

@@ -342,12 +342,22 @@ class RejectionSamplingParams(Section):
     shard_size: PositiveInt = 256  # prompts per shard: the unit of resume
 
 
+class PromptedEval(Section):
+    model: str  # a directory under models/
+    template_of: str  # a GRPO stage whose prompt_template the model is prompted with (R1-Zero's baseline)
+
+
 class EvaluateParams(Section):
     models: list[str] = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl"]
+    # Evaluations of a model under another stage's prompt template, by name: the base as R1-Zero prompts it.
+    prompted: dict[str, PromptedEval] = {}
     data: str = "data/toy/test.jsonl"
     general_data: str | None = "data/toy/general_test.jsonl"  # held-out non-reasoning tasks (None: skip)
-    limit: PositiveInt | None = None  # evaluate the first N problems (None: all)
-    num_samples: PositiveInt = 4  # k for pass@1 (averaged) and maj@k
+    limit: int | None = Field(None, ge=2)  # evaluate the first N problems (None: all); intervals need 2 or more
+    # n samples a problem: pass@1 (averaged), maj@n, and the pass@k / maj@k / best-of-N curves for k = 1, 2, 4, ..., n
+    num_samples: int = Field(8, ge=2)
+    bootstrap_resamples: int = Field(2000, ge=200)  # 95% intervals: problems resampled with their samples
+    bootstrap_seed: int = 0
     temperature: PositiveFloat = 0.6  # R1's evaluation setting
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: PositiveInt = 96
@@ -405,6 +415,13 @@ class Params(Section):
         if unknown:
             raise ValueError(f"evaluate.models names {unknown}, but distill.students has "
                              f"{sorted(self.distill.students)}")
+        for name, spec in self.evaluate.prompted.items():
+            section = getattr(self, spec.template_of, None)
+            if name in self.evaluate.models:
+                raise ValueError(f"evaluate.prompted.{name}: the name is already in evaluate.models")
+            if not isinstance(section, GRPOParams) or section.prompt_template is None:
+                raise ValueError(f"evaluate.prompted.{name}.template_of: '{spec.template_of}' is not a GRPO stage "
+                                 "with a prompt_template")
         return self
 
     def stage_section(self, stage: str) -> Section:

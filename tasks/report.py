@@ -2,9 +2,11 @@
 
     python -m tasks.report      # -> reports/report.html (and report.json, the data behind it)
 
-Sections: the stage ladder (every model in evaluate.models), the reward and completion-length curves of each GRPO
-stage (from the stage's latest finished MLflow run, else its plots/<stage>.csv), the rejection-sampling funnel,
-students vs teacher, R1-Zero vs R1, and provenance (params.yaml, git commit, dvc.lock hashes, MLflow run ids).
+Sections: the stage ladder (every model in evaluate.models, each rate ± half its 95% interval), the paired deltas
+of the recipe's rungs (metrics/ladder_deltas.json), pass@k / maj@k and best-of-N curves per model (test-time
+scaling, metrics/tts_<model>.json), the reward and completion-length curves of each GRPO stage (from the stage's
+latest finished MLflow run, else its plots/<stage>.csv), the rejection-sampling funnel, students vs teacher, R1-Zero
+vs R1, and provenance (params.yaml, git commit, dvc.lock hashes, MLflow run ids).
 
 The page renders with no network: inline CSS, charts as PNG images embedded as `data:` URIs, no scripts. A model or
 stage that has not run is reported as such; the report is built from whatever the workspace holds.
@@ -40,8 +42,9 @@ MODELS = Path("models")
 PLOTS = Path("plots")
 LOCK_FILE = Path("dvc.lock")
 
-SECTIONS = {"ladder": "Stage ladder", "rl-curves": "RL curves", "rejection-sampling": "Rejection sampling",
-            "students": "Students vs teacher", "r1-zero": "R1-Zero vs R1", "provenance": "Provenance"}
+SECTIONS = {"ladder": "Stage ladder", "deltas": "What each stage changed", "scaling": "Test-time scaling",
+            "rl-curves": "RL curves", "rejection-sampling": "Rejection sampling", "students": "Students vs teacher",
+            "r1-zero": "R1-Zero vs R1", "provenance": "Provenance"}
 # (metrics key, column title, number format) of the ladder tables, as tasks/evaluate.py writes them.
 LADDER_COLUMNS = (("pass@1", "pass@1", ".3f"), ("maj@k", "maj@k", ".3f"), ("greedy_accuracy", "greedy", ".3f"),
                   ("format_rate", "format", ".3f"), ("language_consistency", "language", ".3f"),
@@ -221,15 +224,19 @@ def build(params: Params) -> dict:
         runs, mlflow_error = {}, f"{type(exc).__name__}: {exc}"
         print(f"report: MLflow store unavailable ({mlflow_error}); using plots/*.csv", file=sys.stderr)
     students = [m for m in models if m.startswith(STUDENT_PREFIX)] + [m for m in models if m == "student_rl"]
+    prompted = list(params.evaluate.prompted)
     return {
         "evaluate_data": params.evaluate.data,
-        "ladder": ladder_rows(models),
+        "ladder": ladder_rows(models + prompted),
+        "deltas": (read_json(METRICS / "ladder_deltas.json") or {}).get("deltas"),
+        "scaling": {m: read_json(METRICS / f"tts_{m}.json") for m in models + prompted},
         "curves": {stage: rl_curve(stage, runs, experiment) for stage in GRPO_STAGES},
         "mlflow_error": mlflow_error,
         "rejection_sampling": read_json(METRICS / "rejection_sampling.json"),
         "teachers": ladder_rows([m for m in TEACHERS if m in models]),
         "students": ladder_rows(students),
-        "r1_zero": ladder_rows(["r1_zero", "reasoning_rl"]),
+        "r1_zero": ladder_rows([m for m in prompted if params.evaluate.prompted[m].template_of == "r1_zero"]
+                               + ["r1_zero", "reasoning_rl"]),
         "provenance": provenance(runs, experiment),
     }
 
@@ -257,7 +264,10 @@ def bar_chart(rows: list[dict], keys: tuple[str, ...], title: str) -> str | None
     height = 0.8 / len(keys)
     for i, key in enumerate(keys):
         positions = [n + i * height for n in range(len(rows))]
-        ax.barh(positions, [r.get(key, 0.0) for r in rows], height=height, label=key)
+        values = [r.get(key, 0.0) for r in rows]
+        errors = [[v - r.get(f"{key}_ci95", [v, v])[0] for v, r in zip(values, rows)],
+                  [r.get(f"{key}_ci95", [v, v])[1] - v for v, r in zip(values, rows)]]
+        ax.barh(positions, values, height=height, label=key, xerr=errors, capsize=2)
     ax.set_yticks([n + height * (len(keys) - 1) / 2 for n in range(len(rows))], [r["model"] for r in rows])
     ax.invert_yaxis()  # first model on top, as in the table
     ax.set_xlim(0, 1)
@@ -294,6 +304,22 @@ def comparison_chart(curves: list[dict]) -> str:
     return png_uri(fig)
 
 
+def scaling_chart(tts: dict) -> str:
+    """Accuracy against the number of samples N for each selector, with 95% intervals as bands."""
+    fig, [ax] = figure(5.5, 3.2)
+    labels = {"verifier": "verifier (pass@N)", "majority_vote": "majority vote (maj@N)",
+              "reward_model": "reward model (best-of-N)"}
+    for key, label in labels.items():
+        if key in tts:
+            ax.plot(tts["N"], tts[key], marker="o", label=label)
+            ax.fill_between(tts["N"], *zip(*tts[f"{key}_ci95"]), alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(tts["N"], [str(n) for n in tts["N"]])
+    ax.set(title=f"{tts['model']}: accuracy vs samples", xlabel="N samples", ylabel="accuracy", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    return png_uri(fig)
+
+
 def funnel_chart(steps: list[dict]) -> str:
     fig, [ax] = figure(8, 0.4 + 0.35 * len(steps))
     ax.barh([s["step"] for s in steps], [s["left"] for s in steps], color="tab:green")
@@ -317,6 +343,7 @@ CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 nav a { margin-right: 1em; } .muted { color: #666; } .missing { color: #a33; }
+.grid { display: flex; flex-wrap: wrap; gap: 0.5em; } .grid img { max-width: 49%; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 14px; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; } th { background: #f3f3f3; }
@@ -353,9 +380,50 @@ def ladder_table(rows: list[dict]) -> str:
             cells.append([esc(row["model"]), f'<span class="missing">not evaluated: no metrics/{esc(row["model"])}'
                                              f'.json (run evaluate@{esc(row["model"])})</span>'])
             continue
-        cells.append([esc(row["model"])] + [format(row[key], fmt) if isinstance(row.get(key), (int, float))
-                                            else "–" for key, _, fmt in LADDER_COLUMNS])
-    return table(["model"] + [title for _, title, _ in LADDER_COLUMNS], cells)
+        cells.append([esc(row["model"]), esc(row.get("n", "–"))] + [plus_minus(row, key, fmt)
+                                                                   for key, _, fmt in LADDER_COLUMNS])
+    return table(["model", "n"] + [title for _, title, _ in LADDER_COLUMNS], cells)
+
+
+def plus_minus(row: dict, key: str, fmt: str) -> str:
+    """The value ± half its 95% interval (the interval itself on hover)."""
+    value = row.get(key)
+    if not isinstance(value, (int, float)):
+        return "–"
+    ci = row.get(f"{key}_ci95")
+    if not ci:
+        return format(value, fmt)
+    return (f'<span title="95% interval [{ci[0]:{fmt}}, {ci[1]:{fmt}}]">{value:{fmt}} '
+            f'<span class="muted">± {(ci[1] - ci[0]) / 2:{fmt.lstrip("+")}}</span></span>')
+
+
+def deltas_section(data: dict) -> str:
+    deltas = data["deltas"]
+    if not deltas:
+        return missing("no metrics/ladder_deltas.json (run the ladder stage)")
+    intro = ("<p>Each step of the recipe against the model it starts from, on the same held-out problems: the change "
+             "of each metric with its paired 95% bootstrap interval (problems resampled, the same ones for both "
+             "models). <b>Bold</b>: the interval excludes 0, a change larger than the noise; the others are inside "
+             "the noise.</p>")
+    rows = []
+    for d in deltas:
+        delta = f"{d['delta']:+.3f}"
+        rows.append([esc(d["from"]), esc(d["to"]), esc(d["metric"]),
+                     f"<b>{delta}</b>" if d["excludes_zero"] else delta,
+                     f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]", esc(d["n"])])
+    return intro + table(["from", "to", "metric", "change", "95% interval", "problems"], rows)
+
+
+def scaling_section(data: dict) -> str:
+    intro = ("<p>Per model: accuracy when N of its samples are drawn and one answer is chosen, for N = 1, 2, 4, ..., "
+             "by the verifier (correct when any sample is: the pass@N ceiling, unbiased estimator), by majority vote "
+             "(self-consistency, maj@N) and by the trained reward model (the sample it scores highest). Bands: 95% "
+             "bootstrap intervals over problems.</p>")
+    charts = [image(scaling_chart(tts), f"{model} test-time scaling") if tts else
+              missing(f"{model}: no metrics/tts_{model}.json (run evaluate@{model})")
+              for model, tts in data["scaling"].items()]
+    return intro + '<div class="grid">' + "".join(charts) + "</div>"
+
 
 
 def ladder_section(data: dict) -> str:
@@ -364,7 +432,8 @@ def ladder_section(data: dict) -> str:
     intro = (f"Every model in <code>evaluate.models</code> on the held-out split <code>{esc(data['evaluate_data'])}"
              f"</code>: pass@1 over k{f' = {k}' if k else ''} samples (T 0.6, top-p 0.95), maj@k, greedy accuracy, "
              "format and language consistency over the samples; general tasks, refusals and reward-model score on "
-             "held-out general prompts (greedy). – means the metric was not measured.")
+             "held-out general prompts (greedy). Each value ± half its 95% bootstrap interval over problems; n: "
+             "problems. – means the metric was not measured.")
     chart = bar_chart(rows, ("pass@1", "maj@k"), "pass@1 and maj@k per model")
     return f"<p>{intro}</p>{ladder_table(rows)}{image(chart, 'pass@1 and maj@k per model')}"
 
@@ -441,8 +510,9 @@ def provenance_section(data: dict) -> str:
             + f"<h3>{esc(p['params_file'])}</h3><pre>{esc(p['params_yaml'])}</pre>")
 
 
-RENDERERS = {"ladder": ladder_section, "rl-curves": curves_section, "rejection-sampling": rejection_section,
-             "students": students_section, "r1-zero": r1_zero_section, "provenance": provenance_section}
+RENDERERS = {"ladder": ladder_section, "deltas": deltas_section, "scaling": scaling_section,
+             "rl-curves": curves_section, "rejection-sampling": rejection_section, "students": students_section,
+             "r1-zero": r1_zero_section, "provenance": provenance_section}
 
 
 def render(data: dict) -> str:

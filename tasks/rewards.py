@@ -11,8 +11,15 @@ string or a conversation (a list of message dicts; the content of the last messa
 - format: 1.0 for `<think>reasoning</think>` at the start followed by a summary holding a `\\boxed{}` answer.
 - language_consistency: the share of the reasoning's words in the target language (DeepSeek-R1's definition).
 
-`score_batch` scores many completions on all cores with the same code, `REWARD_FUNCS` / `get_reward_funcs`
-is the registry the trainer reads reward names from.
+`final_answer` is the one reading of "the final answer" (what accuracy judges and a majority vote counts);
+`score_batch` scores many completions on all cores with the same code and can return those answers too;
+`REWARD_FUNCS` / `get_reward_funcs` is the registry the trainer reads reward names from.
+
+The judge's LaTeX parser: latex2sympy2 ships ANTLR parsers generated for runtimes 4.9.3, 4.11 and 4.13.2, and its
+4.9.3 parser is older than its converter (every `\\%` answer fails to parse). dvc's hydra pin holds the runtime at
+4.9.3 in the main environment, so the judge processes put antlr4-python3-runtime 4.13.2 from a directory of their
+own (JUDGE_LIBS, installed by `make venv` or `python -m tasks.rewards --install-judge`) first on their path. Nothing
+else in a judge process imports antlr, so the two runtimes never meet.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import unicodedata
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 ITEM_TIMEOUT_S = 2.5  # wall-clock bound on judging one completion (a worker's boot is not counted)
@@ -41,6 +49,10 @@ MAX_ANSWERS = 8  # more distinct boxed answers than this is hedging: 0.0 without
 MAX_NESTING = 10  # deeper bracket nesting scores 0.0: the LaTeX parser slows down exponentially with depth
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+JUDGE_ANTLR = "4.13.2"  # the ANTLR runtime whose generated parser matches latex2sympy2's converter
+# Where that runtime is installed for the judge processes (pip --target): beside the interpreter's environment.
+JUDGE_LIBS = Path(os.environ.get("R1_JUDGE_LIBS", Path(sys.prefix) / "judge-libs"))
 
 
 # ----------------------------------------------------------------------------- text helpers
@@ -118,38 +130,82 @@ def _nesting(text: str) -> int:
 
 # ----------------------------------------------------------------------------- accuracy
 
+def _answer_spans(text: str) -> tuple[str, dict[str, str]] | None:
+    """What a completion answers, before any parsing: ("boxed", {squashed: answer}) for the distinct boxed answers
+    of its summary, ("tail", {"": tail}) for a summary without one (math-verify reads "The answer is 7." there), or
+    None when it answers nothing that may be judged (no summary, an unclosed reasoning block, too many, too long or
+    too deeply nested answers)."""
+    _, summary = split_reasoning(text.replace("\x00", ""))
+    if THINK_OPEN in summary or not summary.strip():  # a reasoning block that is never closed, or no summary
+        return None
+    boxes = extract_boxed(summary)
+    if not boxes:
+        tail = summary[-MAX_SUMMARY_CHARS:]
+        return None if _nesting(tail) > MAX_NESTING else ("tail", {"": tail})
+    answers = {_squash(box): box.strip() for box in boxes if box.strip()}  # the same answer twice is fine
+    if not answers or len(answers) > MAX_ANSWERS or any(len(a) > MAX_ANSWER_CHARS for a in answers):
+        return None
+    if any(_nesting(answer) > MAX_NESTING for answer in answers):
+        return None
+    return "boxed", answers
+
+
 def _prepare(text: str, gold: Any) -> bool | tuple[list[str], str]:
     """Cheap checks before math-verify: a verdict when they decide, else (predictions, gold) to verify."""
     if gold is None:
         return False
-    text, gold = text.replace("\x00", ""), str(gold).replace("\x00", "").strip()
-    _, summary = split_reasoning(text)
-    if THINK_OPEN in summary:  # a reasoning block that is never closed
+    gold = str(gold).replace("\x00", "").strip()
+    spans = _answer_spans(text)
+    if spans is None or not gold:
         return False
-    if not summary.strip() or not gold:
-        return False
-    boxes = extract_boxed(summary)
-    if not boxes:
-        tail = summary[-MAX_SUMMARY_CHARS:]
-        if _nesting(tail) > MAX_NESTING:
-            return False
-        return [tail], gold  # math-verify's own extraction ("The answer is 7.")
-    answers = {_squash(box): box.strip() for box in boxes if box.strip()}  # the same answer twice is fine
-    if not answers or len(answers) > MAX_ANSWERS or any(len(a) > MAX_ANSWER_CHARS for a in answers):
-        return False
-    if any(_nesting(answer) > MAX_NESTING for answer in answers):
-        return False
+    kind, answers = spans
+    if kind == "tail":
+        return [answers[""]], gold  # math-verify's own extraction
     gold_boxes = extract_boxed(gold)
     if list(answers) == [_squash(gold_boxes[-1] if gold_boxes else gold.strip("$"))]:
         return True  # identical text is equal, even where sympy would hang evaluating it
     return [f"\\boxed{{{answer}}}" for answer in answers.values()], gold
 
 
+def _extracted(tail: str) -> str | None:
+    """The answer math-verify reads in a summary without a boxed answer (its own extraction), or None."""
+    from math_verify import parse
+
+    parsed = parse(tail, parsing_timeout=None)
+    return _squash(parsed[-1]) if parsed and isinstance(parsed[-1], str) and parsed[-1].strip() else None
+
+
+def _final_answer_here(text: str) -> str | None:
+    spans = _answer_spans(text)
+    if spans is None:
+        return None
+    kind, answers = spans
+    if kind == "tail":
+        return _extracted(answers[""])
+    return " ; ".join(answers)  # a hedge is one (wrong) answer of its own
+
+
+def final_answer(text: str) -> str | None:
+    """The final answer of a completion, whitespace removed: what accuracy judges and a majority vote counts.
+
+    The distinct boxed answers of the summary (joined by " ; " when it hedges), or, in a summary without one, the
+    answer math-verify extracts there ("The answer is 7." gives "7"); None when it gives no answer."""
+    spans = _answer_spans(text)
+    if spans is None or spans[0] == "boxed":
+        return _final_answer_here(text)
+    return _shared_worker().call(_final_answer_here, text)
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(,\d+)+(\.\d+)?")  # "1,000", "1,234.5" and decimal commas ("1,22")
+
+
 def _parse_gold(gold: str) -> list:
     from math_verify import parse
 
-    # Plain golds ("18", "1,000", "\frac12", "(x+1)^2") need delimiters before math-verify reads them whole.
-    delimited = "$" in gold or "\\boxed" in gold
+    # Plain golds ("18", "\frac12", "(x+1)^2") need delimiters before math-verify reads them whole, except a
+    # number with commas: inside delimiters "1,22" is the set {1, 22}, where math-verify's plain reading gives 1.22
+    # (and "1,000" 1000).
+    delimited = "$" in gold or "\\boxed" in gold or _PLAIN_NUMBER.fullmatch(gold) is not None
     candidates = [gold] if delimited else []
     candidates += [f"\\boxed{{{gold}}}", f"${gold}$", gold]
     for candidate in candidates:
@@ -355,9 +411,15 @@ def _serve(fd: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     except (ImportError, ValueError, OSError):
         pass
+    conn = Connection(fd)
+    from importlib.metadata import version
+
+    antlr = version("antlr4-python3-runtime")
+    if antlr != JUDGE_ANTLR:
+        conn.send(f"antlr4-python3-runtime {antlr} (not {JUDGE_ANTLR})")
+        return
     import math_verify  # noqa: F401  (pay the sympy import before reporting ready)
 
-    conn = Connection(fd)
     conn.send("ready")
     while True:
         try:
@@ -393,7 +455,7 @@ class _Worker:
 
     def _start(self) -> None:
         parent_end, child_end = multiprocessing.Pipe()
-        paths = [path or os.getcwd() for path in sys.path]
+        paths = [str(JUDGE_LIBS)] + [path or os.getcwd() for path in sys.path]
         code = f"import sys; sys.path[:0] = {paths!r}; from {__name__} import _serve; _serve({child_end.fileno()})"
         process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child_end.fileno()],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -410,12 +472,19 @@ class _Worker:
         if self._conn is None:
             self._start()
         if not self._ready:
+            answer = None
             try:
-                self._ready = self._conn.poll(WORKER_START_TIMEOUT_S) and self._conn.recv() == "ready"
+                answer = self._conn.recv() if self._conn.poll(WORKER_START_TIMEOUT_S) else None
             except (EOFError, OSError):
                 pass
+            self._ready = answer == "ready"
             if not self._ready:
                 self.stop()
+                if isinstance(answer, str):  # the wrong parser runtime: percent answers would all score 0.0
+                    raise RuntimeError(
+                        f"the math-verify judge found {answer} on its path: its LaTeX parser needs "
+                        f"antlr4-python3-runtime {JUDGE_ANTLR} in {JUDGE_LIBS}; install it with "
+                        f"`{sys.executable} -m tasks.rewards --install-judge` (`make venv` does)")
                 raise RuntimeError(f"the math-verify judge process did not start (is {__name__} importable "
                                    f"from {sys.executable}?)")
         return self._conn
@@ -466,16 +535,18 @@ def _score_here(name: str, text: str, gold: Any, language: str) -> float:
     return REWARD_FUNCS[name]([text], answer=[gold], language=language)[0]
 
 
-def _score_item(text: str, gold: Any, names: tuple[str, ...], language: str) -> list[float]:
-    return [_score_here(name, text, gold, language) for name in names]
+def _score_item(text: str, gold: Any, names: tuple[str, ...], language: str, answer: bool
+                ) -> tuple[list[float], str | None]:
+    return [_score_here(name, text, gold, language) for name in names], _final_answer_here(text) if answer else None
 
 
 def score_batch(completions: Iterable, answers: Iterable[str] | None,
                 reward_names: Sequence[str] = ("accuracy", "format", "language_consistency"),
-                processes: int | None = None, chunk_size: int = 1024, language: str = "en"
-                ) -> dict[str, list[float]]:
+                processes: int | None = None, chunk_size: int = 1024, language: str = "en",
+                final_answers: bool = False) -> dict[str, list]:
     """Score many completions on `processes` judge processes (default: all cores); same results as the rewards.
 
+    With `final_answers`, the result also holds "final_answer": each completion's `final_answer` (None on overrun).
     Inputs are consumed `chunk_size` items at a time, so only one chunk of texts is in memory. Each item keeps the
     ITEM_TIMEOUT_S bound: on overrun its accuracy is 0.0 and its cheap rewards are computed here instead."""
     names = tuple(reward_names)
@@ -486,28 +557,47 @@ def score_batch(completions: Iterable, answers: Iterable[str] | None,
     idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
     workers: list[_Worker] = []
 
-    def score(item: tuple[Any, Any]) -> list[float]:
+    def score(item: tuple[Any, Any]) -> tuple[list[float], str | None]:
         text, gold = completion_text(item[0]), item[1]
         worker = idle.get()
         try:
-            scores = worker.call(_score_item, text, gold, names, language)
+            result = worker.call(_score_item, text, gold, names, language, final_answers)
         finally:
             idle.put(worker)
-        if scores is None:
-            scores = [0.0 if name == "accuracy" else _score_here(name, text, gold, language) for name in names]
-        return scores
+        if result is None:
+            result = [0.0 if name == "accuracy" else _score_here(name, text, gold, language) for name in names], None
+        return result
 
-    results: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, list] = {name: [] for name in names}
+    if final_answers:
+        results["final_answer"] = []
     try:
         with ThreadPoolExecutor(processes) as threads:
             while chunk := list(itertools.islice(items, chunk_size)):
                 while len(workers) < min(processes, len(chunk)):  # a handful of items needs few processes
                     workers.append(_Worker())
                     idle.put(workers[-1])
-                for scores in threads.map(score, chunk):
+                for scores, answer in threads.map(score, chunk):
                     for name, value in zip(names, scores):
                         results[name].append(value)
+                    if final_answers:
+                        results["final_answer"].append(answer)
     finally:
         for worker in workers:
             worker.stop()
     return results
+
+
+def install_judge(target: Path = JUDGE_LIBS) -> None:
+    """pip-install the judge's ANTLR runtime into `target` (its own directory: the main environment keeps dvc's)."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--upgrade", "--target",
+                    str(target), f"antlr4-python3-runtime=={JUDGE_ANTLR}"], check=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The judge's own ANTLR runtime (see this module's docstring).")
+    parser.add_argument("--install-judge", action="store_true", help=f"install it into {JUDGE_LIBS}")
+    if parser.parse_args().install_judge:
+        install_judge()

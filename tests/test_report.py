@@ -7,7 +7,15 @@ from mlflow import MlflowClient
 from tasks import report
 from tasks.params import EvaluateParams, Params, TrackingParams
 
-SECTIONS = ["ladder", "rl-curves", "rejection-sampling", "students", "r1-zero", "provenance"]
+SECTIONS = ["ladder", "deltas", "scaling", "rl-curves", "rejection-sampling", "students", "r1-zero", "provenance"]
+DELTAS = [{"from": "base", "to": "reasoning_rl", "metric": "pass@1", "delta": 0.333, "ci95": [0.25, 0.41], "n": 200,
+           "excludes_zero": True},
+          {"from": "reasoning_rl", "to": "resft", "metric": "pass@1", "delta": -0.067, "ci95": [-0.15, 0.02],
+           "n": 200, "excludes_zero": False}]
+TTS = {"model": "reasoning_rl", "N": [1, 2, 4], "n": 200, "verifier": [0.4, 0.5, 0.6],
+       "verifier_ci95": [[0.3, 0.5], [0.4, 0.6], [0.5, 0.7]], "majority_vote": [0.4, 0.4, 0.45],
+       "majority_vote_ci95": [[0.3, 0.5], [0.3, 0.5], [0.35, 0.55]], "reward_model": [0.4, 0.42, 0.43],
+       "reward_model_ci95": [[0.3, 0.5], [0.32, 0.52], [0.33, 0.53]]}
 EXPERIMENT = "report-test"
 RS_REPORT = {"prompts": 10, "samples": 40, "samples_per_prompt": 4, "pass_rate": 0.3,
              "pass_rate_histogram": {"0/4": 5, "1/4": 2, "2/4": 1, "3/4": 1, "4/4": 1},
@@ -52,6 +60,10 @@ def built(tmp_path_factory):
         write(root / "metrics" / f"{model}.json", json.dumps({
             "model": model, "pass@1": pass_at_1, "maj@k": 0.5, "k": 4, "greedy_accuracy": 0.4, "format_rate": 1.0,
             "language_consistency": 0.9, "mean_completion_tokens": 42.0, "refusal_rate": 0.75}))
+    base = json.loads((root / "metrics" / "base.json").read_text())
+    write(root / "metrics" / "base.json", json.dumps({**base, "pass@1_ci95": [0.1, 0.146], "n": 200}))
+    write(root / "metrics" / "ladder_deltas.json", json.dumps({"deltas": DELTAS}))
+    write(root / "metrics" / "tts_reasoning_rl.json", json.dumps(TTS))
     write(root / "metrics" / "rejection_sampling.json", json.dumps(RS_REPORT))
     csv_header = "step,reward,reward_std,rewards/accuracy_reward/mean,completions/mean_length,kl\n"
     write(root / "plots" / "reasoning_rl.csv", csv_header + "1,0.9,0.1,0.45,20.0,\n")
@@ -80,8 +92,10 @@ def test_report_has_every_section_and_the_ladder_values(built):
     for anchor in SECTIONS:
         assert f'<section id="{anchor}"><h2>' in page
     ladder = section(page, "ladder")
-    for value in ("0.123", "0.456", "0.389", "0.321"):
+    for value in ("0.456", "0.389", "0.321"):
         assert f"<td>{value}</td>" in ladder
+    assert '0.123 <span class="muted">± 0.023</span>' in ladder  # the value ± half its interval
+    assert "<td>200</td>" in ladder  # n problems
     assert "not evaluated: no metrics/r1_zero.json" in ladder
     assert ladder.count("<img ") == 1
     assert "distill_small" in section(page, "students") and "resft" in section(page, "students")
@@ -143,3 +157,11 @@ def test_funnel_follows_the_filter_order():
     assert [s["left"] for s in steps] == [40, 12, 10, 10, 9, 9, 9, 8, 5, 5, 2, 7]
 
 
+
+
+def test_deltas_and_test_time_scaling(built):
+    deltas = section(built["page"], "deltas")
+    assert "<b>+0.333</b>" in deltas and "[+0.250, +0.410]" in deltas  # excludes 0: bold
+    assert "<td>-0.067</td>" in deltas  # inside the noise: plain
+    scaling = section(built["page"], "scaling")
+    assert scaling.count("<img ") == 1 and "no metrics/tts_base.json" in scaling

@@ -277,3 +277,67 @@ def test_rewards_are_routed_by_prompt_kind():
     # Without a kind column (e.g. reasoning RL data) every prompt is of the reward's kind.
     assert accuracy(completions=completions[:1], answer=["5"]) == [1.0]
     assert rewards.PROMPT_KIND.keys() >= rewards.REWARD_FUNCS.keys()
+
+
+# ----------------------------------------------------------------------------- the judge's answer classes
+# Each class scored 0.0 under the ANTLR 4.9.3 parser that dvc's hydra pin forces (or, for the decimal comma, read the
+# gold as a set); the judge processes run with their own ANTLR runtime (rewards.JUDGE_LIBS).
+
+@pytest.mark.parametrize("text, gold", [
+    (r"\boxed{20\%}", "20"),
+    (r"\boxed{20\%}", r"20\%"),
+    (r"\boxed{20}", r"20\%"),
+    (r"\boxed{0.2}", r"20\%"),
+    (r"\boxed{20 \%}", r"$20\%$"),
+    (r"<think>a fifth</think> \boxed{20\%}", r"\frac{1}{5}"),
+    ("The answer is 20%.", "20"),
+])
+def test_percent_answers_verify(text, gold):
+    assert accuracy(text, gold) == 1.0
+
+
+def test_percent_answers_still_need_the_right_number():
+    assert accuracy(r"\boxed{25\%}", "20") == 0.0
+    assert accuracy(r"\boxed{20\%}", "21") == 0.0
+
+
+@pytest.mark.parametrize("text, gold, expected", [
+    (r"\boxed{1.22}", "1,22", 1.0),    # a decimal comma: math-verify reads 1.22, not the set {1, 22}
+    (r"\boxed{0.5}", "0,5", 1.0),
+    (r"\boxed{\{1, 22\}}", "1,22", 0.0),
+    (r"\boxed{1000}", "1,000", 1.0),  # thousands separators keep their meaning
+    (r"\boxed{1234.5}", "1,234.5", 1.0),
+    (r"\boxed{\{3, 4\}}", "3, 4", 1.0),  # a plain list with spaces is still a set
+])
+def test_comma_golds_read_as_math_verify_reads_them(text, gold, expected):
+    assert accuracy(text, gold) == expected
+
+
+def test_the_judge_refuses_to_start_on_the_old_parser_runtime(tmp_path, monkeypatch):
+    monkeypatch.setattr(rewards, "JUDGE_LIBS", tmp_path / "missing")
+    worker = rewards._Worker()
+    with pytest.raises(RuntimeError, match=r"antlr4-python3-runtime 4\.9\.3 .*--install-judge"):
+        worker.call(rewards._verify, [r"\boxed{1}"], "1")
+
+
+# ----------------------------------------------------------------------------- the final answer
+
+@pytest.mark.parametrize("text, expected", [
+    (r"<think>2 + 3 = 5</think> The answer is \boxed{5}.", "5"),
+    (r"<think>\boxed{4}</think> So \boxed{ 1 / 2 }.", "1/2"),       # the summary's answer, whitespace removed
+    (r"\boxed{3} or \boxed{4}", "3 ; 4"),                           # a hedge is one answer of its own
+    (r"\boxed{3} and again \boxed{3}", "3"),
+    ("Problem: ... Solution: 2 + 3 = 5. Answer: 5", "5"),          # no box: math-verify's own extraction
+    ("<think>no end", None),
+    ("I do not know.", None),
+])
+def test_final_answer(text, expected):
+    assert rewards.final_answer(text) == expected
+
+
+def test_score_batch_returns_the_final_answers_it_judged():
+    texts = [r"\boxed{5}", "The answer is 7.", "<think>unclosed", r"\boxed{3} or \boxed{4}"]
+    scores = score_batch(texts, ["5", "7", "1", "3"], ("accuracy",), processes=1, final_answers=True)
+    assert scores["accuracy"] == [1.0, 1.0, 0.0, 0.0]
+    assert scores["final_answer"] == ["5", "7", None, "3 ; 4"]
+    assert scores["final_answer"] == [rewards.final_answer(t) for t in texts]
