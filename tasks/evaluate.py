@@ -140,7 +140,8 @@ def summarize(records: list[dict], general: list[dict], curve: dict, p: Evaluate
     with_ci(metrics, "greedy_accuracy", per_problem(records, "greedy_correct"), p)
     with_ci(metrics, "maj@k", curve["maj@k"][str(metrics["k"])], p)
     for name in ("pass@k", "maj@k"):
-        points = {k: stats.mean_ci(values, p.bootstrap_seed, p.bootstrap_resamples) for k, values in curve[name].items()}
+        points = {k: stats.mean_ci(values, p.bootstrap_seed, p.bootstrap_resamples)
+                  for k, values in curve[name].items()}
         metrics[f"{name}_curve"] = {k: value for k, (value, _) in points.items()}
         metrics[f"{name}_curve_ci95"] = {k: ci for k, (_, ci) in points.items()}
     for kind, rates in (("benign", BENIGN_RATES), ("harmful", HARMFUL_RATES)):

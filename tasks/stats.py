@@ -63,7 +63,8 @@ def curve_ks(n: int) -> list[int]:
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """The probability that at least one of k samples drawn from n (c of them correct) is correct: 1 - C(n-c, k) / C(n, k)."""
+    """The probability that at least one of k samples drawn from n (c of them correct) is correct:
+    1 - C(n-c, k) / C(n, k)."""
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     if n - c < k:

@@ -3,9 +3,9 @@ import json
 import pytest
 
 from tasks import evaluate
-from tasks.evaluate import curves, judge, judge_general, ladder_table, summarize, scaling_curves, write_ladder
+from tasks.evaluate import curves, judge, judge_general, ladder_table, scaling_curves, summarize, write_ladder
 from tasks.generation import Sample
-from tasks.params import validate, read_yaml, apply_overrides
+from tasks.params import apply_overrides, read_yaml, validate
 
 
 def sample(text, tokens=10, finished=True):
