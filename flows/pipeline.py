@@ -9,10 +9,10 @@ Each task runs exactly one stage with `dvc repro --single-item <stage>` in its o
 decides what is stale (no Prefect caching), a transient failure is retried, and cancelling the flow kills the stage
 and all its children. A run with params overrides is one `dvc exp run --set-param ...` instead, so its params,
 metrics and outputs are versioned and comparable with `dvc exp show`; so is a run of a recipe (recipes/<name>.yaml,
-a complete params file that params.yaml holds for the run; shell equivalent:
-`cp recipes/<name>.yaml params.yaml && dvc exp run --name <name> && git checkout params.yaml`). Recipe and
-overrides are validated before any work; a stage failing on bad input (invalid data or params) is not retried and its
-message is the task's error.
+an overlay on the defaults whose complete params params.yaml holds for the run; shell equivalent:
+`python -m tasks.params recipes/<name>.yaml > params.yaml && dvc exp run --name <name> && git checkout params.yaml`).
+Recipe and overrides are validated before any work; a stage failing on bad input (invalid data or params) is not
+retried and its message is the task's error.
 The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages (the last
 one, `report`, writes reports/report.html), and reports the ladder (printed, and as a markdown artifact in the
 Prefect UI).
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
 
 from tasks import tracking
-from tasks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, read_yaml, validate
+from tasks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, dump_params, read_params, validate
 
 LADDER_FILE = Path("plots/ladder.md")  # the ladder stage's table (dvc.yaml); read as text, no torch import here
 REPORT_FILE = Path("reports/report.html")  # the report stage's page, the last stage of dvc.yaml
@@ -53,7 +52,7 @@ LOCK_FILE = ".r1-pipeline.lock"  # one pipeline run per workspace: a second one 
 # experiment changed are then stale for the next plain run, and DVC re-runs exactly those.
 EXPERIMENT_RESTORES = ("params.yaml",)
 DVC_PARAMS = Path("params.yaml")  # the one params file `dvc repro` / `dvc exp run` read
-RECIPES_DIR = Path("recipes")  # complete params files for real runs, selected by name
+RECIPES_DIR = Path("recipes")  # params overlays for real runs, selected by name
 
 
 class StageFailed(RuntimeError):
@@ -108,7 +107,7 @@ def validated_params(overrides: list[str] | None, recipe: str | None = None) -> 
     work."""
     path = recipe_file(recipe) if recipe else PARAMS_FILE
     source = f"{path} with overrides {overrides}" if overrides else str(path)
-    return validate(apply_overrides(read_yaml(path), parse_overrides(overrides)), source=source)
+    return validate(apply_overrides(read_params(path), parse_overrides(overrides)), source=source)
 
 
 @contextmanager
@@ -118,7 +117,7 @@ def recipe_params(recipe: str | None) -> Iterator[None]:
         yield
         return
     with restored(EXPERIMENT_RESTORES):
-        shutil.copyfile(recipe_file(recipe), DVC_PARAMS)
+        DVC_PARAMS.write_text(dump_params(validated_params(None, recipe)), encoding="utf-8")  # every key spelled out
         yield
 
 

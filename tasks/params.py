@@ -1,13 +1,19 @@
 """The one typed schema of params.yaml.
 
 Every stage and every flow calls `load_params()` first: an unknown key, a wrong type or an impossible value stops
-there with one message naming the key, before any work starts. Defaults describe the embedded toy world on CPU;
-a real recipe is another params file (see `recipes/`), never another code path.
+there with one message naming the key, before any work starts. The defaults are the embedded toy world on CPU, the
+values of params.yaml (tests/test_params.py fails when the two differ). A params file may leave keys out: each is
+then its stage's default (`overlay`), and a file with `extends: <file>` is that file with its own keys merged in. A
+real recipe (recipes/) is such an overlay, never another code path.
+
+    python -m tasks.params recipes/qwen2.5-math-1.5b.yaml   # the complete params a file describes, as YAML
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
 import sys
 import warnings
@@ -29,6 +35,7 @@ from pydantic import (
 )
 
 PARAMS_FILE = Path(os.environ.get("R1_PARAMS_FILE", "params.yaml"))
+EXTENDS = "extends"  # a params file's base: another params file, its path relative to this one
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -102,16 +109,16 @@ class ToyWorldParams(Section):
     seed: int = 0
     train_size: PositiveInt = 4000
     test_size: PositiveInt = 200
-    cold_start_size: PositiveInt = 600
+    cold_start_size: PositiveInt = 1000
     max_operand: int = Field(12, ge=2, le=99)
     max_steps: int = Field(3, ge=1, le=3)
     max_value: int = Field(20, ge=4, le=999)  # every intermediate value stays in [1, max_value]
     cold_start_terse_fraction: float = Field(0.5, ge=0, le=1)  # cold-start rows reasoning in one terse line
     french_fraction: float = Field(0.3, ge=0, le=1)  # share of the pretraining corpus reasoning in French
-    general_docs: PositiveInt = 2000  # plain general-text documents in the pretraining corpus
+    general_docs: PositiveInt = 500  # plain general-text documents in the pretraining corpus
     facts: PositiveInt = 40  # rows of the generated fact table (in the corpus; asked about by general tasks)
     general_test_size: PositiveInt = 40  # held-out general tasks
-    harmful_requests: PositiveInt = 60  # harmful requests (with refusals); benign look-alikes come with them
+    harmful_requests: PositiveInt = 40  # harmful requests (with refusals); benign look-alikes come with them
     harmful_test_size: PositiveInt = 20  # held out for the refusal rate
 
     @model_validator(mode="after")
@@ -155,9 +162,9 @@ class BaseModelParams(Section):
     num_heads: PositiveInt = 4
     intermediate_size: PositiveInt = 512
     max_position_embeddings: PositiveInt = 256
-    epochs: PositiveFloat = 2.0
-    learning_rate: PositiveFloat = 2e-3
-    batch_size: PositiveInt = 32
+    epochs: PositiveFloat = 4.0
+    learning_rate: PositiveFloat = 3e-3
+    batch_size: PositiveInt = 16
     seq_len: PositiveInt = 128
     gradient_checkpointing: bool = False  # trades compute for memory: on for big models, off for tiny ones
 
@@ -180,7 +187,7 @@ class BaseModelParams(Section):
 class SFTParams(Section):
     model: str = "models/base"  # the starting model directory
     data: str = "data/toy/cold_start.jsonl"
-    epochs: PositiveFloat = 2.0
+    epochs: PositiveFloat = 3.0
     learning_rate: PositiveFloat = 1e-3
     batch_size: PositiveInt = 16
     gradient_accumulation_steps: PositiveInt = 1
@@ -197,16 +204,17 @@ class StudentSFTParams(SFTParams):
 
 
 class RewardModelParams(SFTParams):
-    model: str = "models/base"  # a sequence-classification head (one score) is put on this model
+    model: str = "models/resft"  # a sequence-classification head (one score) is put on this model
     data: str = "data/toy/preferences_train.jsonl"
+    learning_rate: PositiveFloat = 5e-4
     test_data: str = "data/toy/preferences_test.jsonl"  # held-out pairs: pairwise accuracy
     center_rewards_coefficient: float | None = Field(0.01, ge=0)  # keeps scores near 0 (TRL's suggested value)
 
 
 class RewardWeights(Section):
     accuracy: float = Field(1.0, ge=0)
-    format: float = Field(1.0, ge=0)
-    language_consistency: float = Field(1.0, ge=0)
+    format: float = Field(0.25, ge=0)
+    language_consistency: float = Field(0.25, ge=0)
 
 
 class AlignmentRewardWeights(RewardWeights):
@@ -219,14 +227,14 @@ class GRPOParams(Section):
     data: str = "data/toy/train.jsonl"
     num_prompts: PositiveInt | None = None  # use the first N prompts of `data` (None: all)
     rewards: RewardWeights = RewardWeights()
-    max_steps: PositiveInt = 60
-    learning_rate: PositiveFloat = 5e-4
-    per_device_train_batch_size: PositiveInt = 32
+    max_steps: PositiveInt = 80
+    learning_rate: PositiveFloat = 1e-4
+    per_device_train_batch_size: PositiveInt = 64
     gradient_accumulation_steps: PositiveInt = 1
     num_generations: int = Field(8, ge=2)
     generation_batch_size: PositiveInt | None = None  # None: per_device_train_batch_size * grad accumulation
-    max_completion_length: PositiveInt = 64
-    temperature: PositiveFloat = 1.0
+    max_completion_length: PositiveInt = 96
+    temperature: PositiveFloat = 0.7
     top_p: float = Field(1.0, gt=0, le=1)
     beta: float = Field(0.0, ge=0)  # KL coefficient
     epsilon: PositiveFloat = 0.2
@@ -272,6 +280,9 @@ class AlignmentRLParams(GRPOParams):
     general_ratio: float = Field(0.5, gt=0, lt=1)  # share of general/harmful prompts in the RL prompt mix
     reward_model: str = "models/reward_model"
     rewards: AlignmentRewardWeights = AlignmentRewardWeights()
+    max_steps: PositiveInt = 40
+    learning_rate: PositiveFloat = 5e-5
+    beta: float = Field(0.1, ge=0)  # KL coefficient
 
 
 class StudentParams(Section):
@@ -296,9 +307,11 @@ class DistillParams(SFTParams):
     model: str = "models/student_base"  # each student starts from models/student_base/<name>
     data: str = "data/rejection_sampling/blend.jsonl"
     teacher: str = "models/alignment_rl"  # a student larger than this model gets a warning
-    students: dict[str, StudentParams] = {"small": StudentParams(hidden_size=64, intermediate_size=256),
+    students: dict[str, StudentParams] = {"small": StudentParams(hidden_size=64, num_layers=4, num_heads=4,
+                                                                 intermediate_size=256),
                                           "tiny": StudentParams(hidden_size=32, num_layers=2, num_heads=2,
                                                                 intermediate_size=128)}
+    epochs: PositiveFloat = 4.0
 
     @model_validator(mode="after")
     def _some_students(self) -> DistillParams:
@@ -348,9 +361,10 @@ class PromptedEval(Section):
 
 
 class EvaluateParams(Section):
-    models: list[str] = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl"]
+    models: list[str] = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl", "distill_small",
+                         "distill_tiny", "r1_zero", "student_rl"]
     # Evaluations of a model under another stage's prompt template, by name: the base as R1-Zero prompts it.
-    prompted: dict[str, PromptedEval] = {}
+    prompted: dict[str, PromptedEval] = {"base_r1_zero_prompt": PromptedEval(model="base", template_of="r1_zero")}
     data: str = "data/toy/test.jsonl"
     general_data: str | None = "data/toy/general_test.jsonl"  # held-out non-reasoning tasks (None: skip)
     limit: int | None = Field(None, ge=2)  # evaluate the first N problems (None: all); intervals need 2 or more
@@ -371,6 +385,12 @@ class GenerationParams(Section):
     seed: int = 0
 
 
+# R1-Zero's template (R1 paper, Table 1), shortened for the toy model's 256-token context and ending like the base's
+# pretraining documents ("Problem: ... Solution: ... Answer: N").
+R1_ZERO_TEMPLATE = ("A conversation between User and Assistant. The Assistant first thinks about the reasoning process "
+                    "in <think> </think>, then gives the final answer in \\boxed{}.\nProblem: {prompt}\nSolution:")
+
+
 class Params(Section):
     seed: int = 42
     runtime: RuntimeParams = RuntimeParams()
@@ -384,12 +404,13 @@ class Params(Section):
     cold_start_sft: SFTParams = SFTParams()
     reasoning_rl: GRPOParams = GRPOParams()
     rejection_sampling: RejectionSamplingParams = RejectionSamplingParams()
-    resft: SFTParams = SFTParams(model="models/base", data="data/rejection_sampling/blend.jsonl")
+    resft: SFTParams = SFTParams(data="data/rejection_sampling/blend.jsonl", epochs=8.0)
     reward_model: RewardModelParams = RewardModelParams()
     alignment_rl: AlignmentRLParams = AlignmentRLParams()
     teacher_traces: RejectionSamplingParams = RejectionSamplingParams(model="models/alignment_rl", num_prompts=500)
     distill: DistillParams = DistillParams()
-    r1_zero: GRPOParams = GRPOParams(model="models/base", prompt_template="{prompt}")
+    r1_zero: GRPOParams = GRPOParams(model="models/base", rewards=RewardWeights(language_consistency=0.0),
+                                     prompt_template=R1_ZERO_TEMPLATE)
     student_cold_start: SFTParams = SFTParams(model="models/student_base/tiny")
     student_rl: GRPOParams = GRPOParams(model="models/student_cold_start")
     evaluate: EvaluateParams = EvaluateParams()
@@ -476,9 +497,38 @@ def _describe(error: dict, source: str) -> str:
     return f"{source}: {key}: {message} (got {error.get('input')!r})"
 
 
+def section_type(model: type[BaseModel], key: str) -> type[BaseModel] | None:
+    annotation = getattr(model.model_fields.get(key), "annotation", None)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def overlay(base: dict[str, Any], changes: dict[str, Any], model: type[BaseModel] = Params) -> dict[str, Any]:
+    """`base` with `changes` merged in: a section (what the schema types as one: `reasoning_rl`, its `lora`) is merged
+    key by key; any other value, a mapping of names such as `distill.students` included, replaces the base's whole."""
+    merged = dict(base)
+    for key, value in changes.items():
+        section = section_type(model, key)
+        if section is not None and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = overlay(merged[key], value, section)
+        else:
+            merged[key] = value
+    return merged
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return Params().model_dump()
+
+
+def defaults() -> dict[str, Any]:
+    """The schema's defaults as a params tree: the toy world, every stage's own defaults included."""
+    return copy.deepcopy(_defaults())
+
+
 def validate(raw: dict[str, Any], source: str = "params") -> Params:
+    """`raw` over the defaults (`overlay`), validated: a key `raw` leaves out is its stage's default."""
     try:
-        return Params.model_validate(raw or {})
+        return Params.model_validate(overlay(defaults(), raw or {}))
     except ValidationError as exc:
         problems = [_describe(e, source) for e in exc.errors()]
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(problems)) from None
@@ -498,9 +548,26 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw or {}
 
 
+def read_params(path: Path | str, _seen: frozenset[Path] = frozenset()) -> dict[str, Any]:
+    """The keys a params file states; with `extends: <file>`, that file's (read the same way) with these merged in."""
+    path = Path(path)
+    raw = read_yaml(path)
+    base = raw.pop(EXTENDS, None)
+    if base is None:
+        return raw
+    if path.resolve() in _seen:
+        raise ParamsError(f"{path}: '{EXTENDS}' makes a cycle of params files")
+    return overlay(read_params(path.parent / str(base), _seen | {path.resolve()}), raw)
+
+
 def load_params(path: Path | str | None = None) -> Params:
     path = Path(path or PARAMS_FILE)
-    return validate(read_yaml(path), source=str(path))
+    return validate(read_params(path), source=str(path))
+
+
+def dump_params(params: Params) -> str:
+    """The complete params as YAML, every key spelled out: what DVC reads as params.yaml for a recipe's run."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=120)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -513,3 +580,19 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = node.setdefault(part, {})
         node[leaf] = value
     return merged
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print the complete, validated params a params file describes.")
+    parser.add_argument("file", nargs="?", default=str(PARAMS_FILE), help="a params file (default: params.yaml)")
+    args = parser.parse_args()
+    try:
+        sys.stdout.write(dump_params(load_params(args.file)))
+    except ParamsError as exc:
+        sys.exit(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -102,7 +102,73 @@ def test_a_student_too_big_to_train_here_warns_at_once_and_a_fitting_one_does_no
 
     huge = {"hidden_size": 32768, "num_layers": 64, "num_heads": 64, "intermediate_size": 131072}  # ~ 1 T parameters
     with pytest.warns(UserWarning, match=r"distill.students.huge: training it needs at least \d+\.\d GiB"):
-        Params.model_validate({"distill": {"students": {"huge": huge}}})
+        Params.model_validate({"distill": {"students": {"huge": huge}}, "evaluate": {"models": ["base"]}})
     recwarn.clear()
     Params.model_validate({})  # the toy students fit anywhere
     assert not [w for w in recwarn if "training it needs" in str(w.message)]
+
+
+# ----------------------------------------------------------------------------- written once: schema, params.yaml, DVC
+
+def test_the_schemas_defaults_are_params_yaml():
+    # The schema states the toy world's defaults, params.yaml states them for DVC: any drift between them fails here.
+    from tasks.params import defaults
+
+    assert read_yaml("params.yaml") == defaults()
+    assert validate({}).model_dump_json() == load_params("params.yaml").model_dump_json()
+
+
+def test_dvc_reads_params_yaml_as_the_schema_does():
+    # DVC parses params.yaml itself (ruamel, YAML 1.2): anchors, merge keys and number formats must mean the same.
+    from dvc.utils.serialize import load_yaml
+
+    assert load_yaml("params.yaml") == read_yaml("params.yaml")
+
+
+def test_no_two_sections_of_params_yaml_share_a_mapping():
+    # `dvc exp run --set-param` writes into the mapping it finds: a shared one (a bare alias, or a nested block a
+    # merge key copied in) would carry one stage's override into every stage sharing it. Write `lora: {<<: *lora}`.
+    seen: dict[int, str] = {}
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            assert id(node) not in seen, f"params.yaml: {path} is the same mapping as {seen[id(node)]}"
+            seen[id(node)] = path
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else key)
+
+    walk(read_yaml("params.yaml"), "")
+
+
+@pytest.mark.parametrize("override", ["student_rl.lora.r=8", "cold_start_sft.lora.r=4", "r1_zero.rewards.format=0.5",
+                                      "reasoning_rl.rewards.accuracy=2.0", "resft.epochs=2.0",
+                                      "teacher_traces.top_p=0.9", "cold_start_sft.epochs=1.0"])
+def test_dvc_set_param_changes_exactly_the_key_it_names(tmp_path, override):
+    # What `dvc exp run --set-param` does to the file (the flow's overrides go through it), on a copy.
+    from dvc.utils.hydra import apply_overrides as dvc_set_param
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text(open("params.yaml").read())
+    dvc_set_param(str(copy), [override])
+    key, value = override.split("=")
+    assert read_yaml(copy) == apply_overrides(read_yaml("params.yaml"), {key: yaml.safe_load(value)})
+
+
+def test_a_partial_params_file_is_its_stages_defaults_plus_its_keys(tmp_path):
+    from tasks.params import Params
+
+    # A section left partial keeps its own stage's defaults, not its class's: teacher_traces samples alignment_rl.
+    params = validate({"teacher_traces": {"num_prompts": 10}, "distill": {"students": {"mini": {"hidden_size": 16}}},
+                       "evaluate": {"models": ["base", "distill_mini"]}})
+    assert (params.teacher_traces.model, params.teacher_traces.num_prompts) == ("models/alignment_rl", 10)
+    assert params.r1_zero.prompt_template == Params().r1_zero.prompt_template
+    assert set(params.distill.students) == {"mini"}  # a mapping of names is replaced whole, never merged
+    base = tmp_path / "base.yaml"
+    base.write_text("seed: 1\nreasoning_rl:\n  max_steps: 7\nstudent_rl:\n  max_steps: 7\n")
+    (tmp_path / "top.yaml").write_text("extends: base.yaml\nreasoning_rl:\n  beta: 0.5\n")
+    top = load_params(tmp_path / "top.yaml")
+    assert (top.seed, top.reasoning_rl.max_steps, top.reasoning_rl.beta, top.reasoning_rl.model) == (
+        1, 7, 0.5, "models/cold_start_sft")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ParamsError, match="cycle"):
+        load_params(tmp_path / "loop.yaml")

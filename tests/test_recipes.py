@@ -1,4 +1,5 @@
-"""The real recipes (recipes/*.yaml): valid params, R1's values, and a DVC pipeline wired to the real data."""
+"""The real recipes (recipes/*.yaml): overlays on the defaults, valid params, R1's values, and a DVC pipeline wired to
+the real data."""
 
 import shutil
 from pathlib import Path
@@ -6,21 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.params import load_params
+from tasks.params import EXTENDS, Params, defaults, dump_params, load_params, read_yaml, section_type
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 GRPO_SECTIONS = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
-
-
-def keys(tree: dict, prefix: str = "") -> set[str]:
-    """Dotted keys of a params tree, down to the sections' fields (not into dicts of names such as students)."""
-    out = set()
-    for key, value in tree.items():
-        out.add(prefix + key)
-        if isinstance(value, dict) and key not in ("sources", "students", "gate"):
-            out |= keys(value, f"{prefix}{key}.")
-    return out
 
 
 def test_there_is_a_one_gpu_and_a_multi_gpu_recipe():
@@ -28,11 +19,33 @@ def test_there_is_a_one_gpu_and_a_multi_gpu_recipe():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_a_recipe_is_valid_complete_params_with_r1s_values(path):
+def test_a_recipe_states_only_what_differs_from_its_base(path):
+    # An overlay: a key equal to its base's value says nothing. Sections that copy an anchored block (`<<: *name`)
+    # may set a copied key back to the base's value, so they are left out of the check.
+    raw = read_yaml(path)
+    base = load_params(path.parent / raw[EXTENDS]).model_dump() if EXTENDS in raw else defaults()
+    text = yaml.compose(path.read_text())
+    copying = {key.value for key, value in text.value
+               if isinstance(value, yaml.MappingNode) and any(k.value == "<<" for k, _ in value.value)}
+    raw.pop(EXTENDS, None)
+
+    def same(changes: dict, base: dict, model, prefix: str) -> list[str]:
+        out = []
+        for key, value in changes.items():
+            section = section_type(model, key)
+            if section and isinstance(value, dict):
+                out += same(value, base[key], section, f"{prefix}{key}.")
+            elif value == base[key]:
+                out.append(prefix + key)
+        return out
+
+    redundant = [key for key in same(raw, base, Params, "") if key.split(".")[0] not in copying]
+    assert not redundant, f"{path.name} restates its base's values: {redundant}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_a_recipe_is_valid_params_with_r1s_values(path):
     params = load_params(path)  # a typo or an impossible value fails here, naming the key
-    # DVC reads dvc.yaml's ${...} keys and the stages' params from the file itself, not the schema's defaults.
-    missing = keys(yaml.safe_load((ROOT / "params.yaml").read_text())) - keys(yaml.safe_load(path.read_text()))
-    assert not missing, f"{path.name} lacks keys params.yaml has: {sorted(missing)}"
 
     assert params.base_model.source == "pretrained" and params.base_model.model_name_or_path
     assert "<think>" in params.prompt.system and "\\boxed{}" in params.prompt.system  # R1's format, by prompt
@@ -68,7 +81,7 @@ def dvc_graph(params_file: Path, workspace: Path) -> dict[str, set[str]]:
 
     workspace.mkdir()
     shutil.copy(ROOT / "dvc.yaml", workspace / "dvc.yaml")
-    shutil.copy(params_file, workspace / "params.yaml")
+    (workspace / "params.yaml").write_text(dump_params(load_params(params_file)))  # as the flow writes a recipe
     Repo.init(str(workspace), no_scm=True).close()
     with Repo(str(workspace)) as repo:
         graph = repo.index.graph
