@@ -140,11 +140,14 @@ def test_r1_zero_beside_reasoning_rl(built):
 def test_an_empty_workspace_reports_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    report.run(Params())
+    # The R1 path only: no student, no R1-Zero (the toy world's defaults evaluate both).
+    params = Params(evaluate=EvaluateParams(models=["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl"],
+                                            prompted={}))
+    report.run(params)
     page = (tmp_path / "reports" / "report.html").read_text()
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in page
-    assert section(page, "ladder").count("not evaluated") == len(Params().evaluate.models)
+    assert section(page, "ladder").count("not evaluated") == len(params.evaluate.models)
     assert "not run: no metrics/rejection_sampling.json" in section(page, "rejection-sampling")
     assert "No student model in evaluate.models" in section(page, "students")
     assert "R1-Zero not run" in section(page, "r1-zero")
