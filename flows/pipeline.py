@@ -63,11 +63,12 @@ class BadInput(ValueError):
     """A stage failed on invalid data or params: retrying cannot help, so it is not retried."""
 
 
-def stage_order() -> list[str]:
-    """All stages of dvc.yaml in dependency order (ties broken by their order in dvc.yaml)."""
+def stage_order(root: str | Path | None = None) -> list[str]:
+    """All stages of dvc.yaml (of the repository at `root`, default here) in dependency order (ties broken by their
+    order in dvc.yaml)."""
     from dvc.repo import Repo
 
-    with Repo() as repo:
+    with Repo(None if root is None else str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         position = {stage: i for i, stage in enumerate(repo.index.stages)}
         ordered = nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: position[s])

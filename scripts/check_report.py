@@ -5,7 +5,8 @@
 
 Chromium runs with networking-related background work off; the report has no external URL to fetch anyway (the
 test suite checks that). Fails with a clear message when Chromium is not installed, or when the screenshot is not
-written or is blank. Not part of the test suite or CI: Chromium is a system package (`apt-get install chromium`).
+written or is blank. tests/test_browser.py runs it on a test run's report wherever Chromium is installed (a system
+package, `apt-get install chromium`, which .ci/run installs).
 """
 
 from __future__ import annotations

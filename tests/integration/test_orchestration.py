@@ -48,7 +48,7 @@ WORKSPACE_PARAMS = {
     "reward_model.model": "models/base",  # the recipe's RM starts from resft, a stage these runs do not select
     "base_model.epochs": 0.2,
     "reward_model.epochs": 0.2,
-    "evaluate.num_samples": 1,
+    "evaluate.num_samples": 2,  # the fewest the intervals allow
     "orchestration.retries": 0,
     "orchestration.retrain_cron": "0 3 1 1 *",  # from params; never due while the tests run
     # The gate the "worse" retrain must fail. pass@1 of a smoke model is ~0 either way; a collapse of the reasoning
@@ -346,4 +346,13 @@ def test_cancelling_a_run_kills_its_stage_and_every_child(served, workspace, pre
 def test_the_deployment_and_its_parameters_form_appear_in_the_prefect_ui(served, server):
     from scripts.check_prefect_ui import check_deployment_form
 
-    check_deployment_form(server.removesuffix("/api"), "r1-pipeline", ["stages", "overrides"])
+    check_deployment_form(server.removesuffix("/api"), "r1-pipeline", ["stages", "overrides", "recipe"],
+                          choices=["prepare_data", "evaluate@base", "real_data@math500", "qwen2.5-math-1.5b-8gpu"])
+
+
+def test_the_run_form_offers_the_workspaces_stage_names_and_the_recipes(served):
+    with get_client(sync_client=True) as client:
+        form = client.read_deployment_by_name("r1-pipeline/r1-pipeline").parameter_openapi_schema["properties"]
+    stages = form["stages"]["anyOf"][0]["items"]["enum"]
+    assert set(STAGES) <= set(stages) and "real_data@math500" in stages
+    assert form["recipe"]["anyOf"][0]["enum"] == ["qwen2.5-math-1.5b", "qwen2.5-math-1.5b-8gpu"]
