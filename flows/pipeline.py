@@ -300,8 +300,8 @@ def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None
         recipe: a params file of recipes/ by name, e.g. "qwen2.5-math-1.5b" (default: params.yaml); validated before
             any work, the overrides apply on top of it, and the run is a DVC experiment with it as params.yaml.
         dvc_remote: each stage pulls what it needs from the default DVC remote first and pushes its outputs after
-            (for runs on a work pool whose machines share no disk; README "Running on a Docker or Kubernetes work
-            pool").
+            (for runs on a work pool whose machines share no disk; docs/recipes.md "Running on a Docker or
+            Kubernetes work pool").
     """
     if dvc_remote and (overrides or recipe):
         raise ValueError("dvc_remote syncs plain stage runs; an experiment (overrides, recipe) stays in this "

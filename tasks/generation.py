@@ -7,7 +7,7 @@
 Backends, chosen by `generation.backend` in params:
 - "hf": transformers `generate` with KV cache, left padding and batches of `generation.batch_size` sequences,
   sorted by prompt length so each batch pads little; a progress bar.
-- "vllm": vLLM's offline `LLM.generate` with `SamplingParams(n=...)`; GPU only, imported lazily (see README).
+- "vllm": vLLM's offline `LLM.generate` with `SamplingParams(n=...)`; GPU only, imported lazily (see docs/recipes.md).
 Completions are decoded with `skip_special_tokens=True`, as TRL does, so rewards see the same text in RL and here.
 """
 
@@ -24,7 +24,7 @@ from tasks.params import GenerationParams, RuntimeParams
 
 VLLM_MISSING = (
     "{what} asks for vLLM, but {why}. vLLM needs CUDA and does not install beside prefect 3.9: run this stage in the "
-    "GPU environment described in README.md ('Generation backends and the GPU environment'), or set {what}: "
+    "GPU environment described in docs/recipes.md ('Generation backends and the GPU environment'), or set {what}: "
     "{fallback}."
 )
 

@@ -28,7 +28,7 @@ from tasks.params import RuntimeParams
 
 RUN_ID_ENV = "R1_STAGE_RUN_ID"  # set by the parent for the ranks: the MLflow run they all log to
 DEEPSPEED_MISSING = ("{config} uses DeepSpeed, which is not installed here: DeepSpeed needs CUDA GPUs; install it in "
-                     "the GPU environment (`pip install deepspeed`, README 'Scale-out'), or use "
+                     "the GPU environment (`pip install deepspeed`, docs/recipes.md 'Scale-out'), or use "
                      "configs/accelerate/ddp.yaml")
 
 
