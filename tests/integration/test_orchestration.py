@@ -48,7 +48,7 @@ WORKSPACE_PARAMS = {
     "reward_model.model": "models/base",  # the recipe's RM starts from resft, a stage these runs do not select
     "base_model.epochs": 0.2,
     "reward_model.epochs": 0.2,
-    "evaluate.num_samples": 1,
+    "evaluate.num_samples": 2,
     "orchestration.retries": 0,
     "orchestration.retrain_cron": "0 3 1 1 *",  # from params; never due while the tests run
     # The gate the "worse" retrain must fail. pass@1 of a smoke model is ~0 either way; a collapse of the reasoning
