@@ -70,7 +70,8 @@ def check_input_files(paths: Iterable[Path | str]) -> None:
     any work. Only the files' syntax is checked (what each stage needs of the rows is its own check); missing paths
     are left to the stage, which names them."""
     for path in map(Path, paths):
-        for file in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]:
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] if path.exists() else []
+        for file in files:
             if file.suffix == ".jsonl":
                 for _ in _json_lines(file):
                     pass
