@@ -85,3 +85,33 @@ def test_a_stage_fails_in_seconds_naming_a_tracking_server_that_is_down(repo):
         "refused); start it, or point MLFLOW_TRACKING_URI at one that runs, and run again"]
     assert "s3cret" not in result.stdout + result.stderr
     assert (repo / "metrics" / "base.json").read_bytes() == metrics
+
+
+STAGE = """
+import subprocess, sys, time
+kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # what the stage starts
+open(sys.argv[1], "w").write(f"{kid.pid}")
+time.sleep(300)
+"""
+FLOW = """
+import os, sys
+from flows.pipeline import run_in_process_group
+run_in_process_group([sys.executable, "-c", sys.argv[1], sys.argv[2]], dict(os.environ))
+"""
+
+
+def test_a_sigkilled_flow_process_leaves_no_stage_process_running(tmp_path):
+    import psutil
+
+    pids = tmp_path / "pids"
+    flow = subprocess.Popen([sys.executable, "-c", FLOW, STAGE, str(pids)])
+    deadline = time.monotonic() + 60
+    while not pids.exists() or not pids.read_text():
+        assert flow.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    stage = [p for p in psutil.Process(flow.pid).children(recursive=True)]  # the stage (and its guard), its child
+    assert int(pids.read_text()) in [p.pid for p in stage]
+    flow.kill()  # SIGKILL: the flow's own clean-up cannot run
+    flow.wait()
+    gone, alive = psutil.wait_procs(stage, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
