@@ -85,6 +85,18 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.5):
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def wait_healthy(process: subprocess.Popen, health_url: str, log: Path, what: str, timeout: float = 120) -> None:
+    """Wait until a server started as `process` answers 200 at `health_url`; fail with its log if it exits."""
+    def healthy():
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return urllib.request.urlopen(health_url, timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout, what)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     path = make_workspace(tmp_path_factory.mktemp("orchestration") / "repo",
@@ -110,15 +122,8 @@ def server(prefect_home):
                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
 
-    def healthy():
-        assert process.poll() is None, (prefect_home / "server.log").read_text()[-3000:]
-        try:
-            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(healthy, 120, "the Prefect server")
+        wait_healthy(process, f"{url}/health", prefect_home / "server.log", "the Prefect server")
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
             drain_prefect_workers()
