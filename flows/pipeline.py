@@ -122,6 +122,7 @@ def recipe_params(recipe: str | None) -> Iterator[None]:
         yield
 
 
+GUARD = Path(__file__).with_name("guard.py")  # stops a stage's process group when the flow process dies
 STAGE_BIN_ENV = "R1_STAGE_BIN"  # where the stages' `dvc` and `python` come from, when not the flow's own venv
 
 
@@ -140,9 +141,10 @@ def run_in_process_group(cmd: list[str], env: dict[str, str]) -> int:
     """Run `cmd` in a new session; if we are interrupted or cancelled, kill its whole process group.
 
     Prefect cancels a served flow run with SIGTERM, which its engine turns into an exception in the flow's main
-    thread: the `finally` below then kills the stage and everything it started (training, generation, servers).
+    thread: the `finally` below then kills the stage and everything it started (training, generation, servers). A
+    flow process that is SIGKILLed runs no `finally`: the guard at the head of the group (flows/guard.py) kills it.
     """
-    process = subprocess.Popen(cmd, env=env, start_new_session=True)
+    process = subprocess.Popen([sys.executable, str(GUARD), str(os.getpid()), *cmd], env=env, start_new_session=True)
     try:
         return process.wait()
     finally:

@@ -13,7 +13,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -28,6 +28,25 @@ def read_jsonl(path: Path | str, required: Iterable[str] = ("id",), limit: int |
     rows: list[dict] = []
     seen_ids: dict[str, int] = {}
     required = tuple(required)
+    for number, row in _json_lines(path):
+        missing = [key for key in required if key not in row]
+        if missing:
+            raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+        if "id" in row:
+            if row["id"] in seen_ids:
+                first = seen_ids[row["id"]]
+                raise DataError(f"{path}:{number}: duplicate id {row['id']!r} (first on line {first})")
+            seen_ids[row["id"]] = number
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise DataError(f"{path}: empty file (no rows)")
+    return rows
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line; a line that is not UTF-8 JSON of an object fails naming it."""
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
@@ -42,20 +61,38 @@ def read_jsonl(path: Path | str, required: Iterable[str] = ("id",), limit: int |
                 raise DataError(f"{path}:{number}: broken JSON line ({exc.msg}, column {exc.colno})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            missing = [key for key in required if key not in row]
-            if missing:
-                raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
-            if "id" in row:
-                if row["id"] in seen_ids:
-                    first = seen_ids[row["id"]]
-                    raise DataError(f"{path}:{number}: duplicate id {row['id']!r} (first on line {first})")
-                seen_ids[row["id"]] = number
-            rows.append(row)
-            if limit is not None and len(rows) >= limit:
-                break
-    if not rows:
-        raise DataError(f"{path}: empty file (no rows)")
-    return rows
+            yield number, row
+
+
+def check_input_files(paths: Iterable[Path | str]) -> None:
+    """Fail naming the first file that is cut short or corrupted (a half-written JSON Lines or JSON file, a truncated
+    safetensors file) among `paths` and the files of the directories among them: a stage checks its inputs before
+    any work. Only the files' syntax is checked (what each stage needs of the rows is its own check); missing paths
+    are left to the stage, which names them."""
+    for path in map(Path, paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] if path.exists() else []
+        for file in files:
+            if file.suffix == ".jsonl":
+                for _ in _json_lines(file):
+                    pass
+            elif file.suffix == ".json":
+                try:
+                    json.loads(file.read_bytes())
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise DataError(f"{file}: broken JSON file ({exc}); re-run the stage that writes it") from None
+            elif file.suffix == ".safetensors":
+                _check_safetensors(file)
+
+
+def _check_safetensors(file: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="numpy"):
+            pass
+    except SafetensorError as exc:  # the header names more bytes than the file has, or is itself cut short
+        raise DataError(f"{file}: truncated or corrupted safetensors file ({exc}); re-run the stage that writes "
+                        "it") from None
 
 
 def write_jsonl(path: Path | str, rows: Iterable[dict]) -> int:

@@ -12,8 +12,11 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +28,7 @@ import yaml
 from pydantic import BaseModel
 
 from tasks import launch
-from tasks.data import DataError
+from tasks.data import DataError, check_input_files
 from tasks.params import Params, ParamsError, load_params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -35,6 +38,9 @@ FLOW_RUN_ENV = "R1_FLOW_RUN_ID"
 PID_TAG, HOST_TAG = "pid", "host"
 # Where a stage writes the error that made it fail on bad input (invalid data or params): the flow does not retry it.
 BAD_INPUT_ENV = "R1_BAD_INPUT_FILE"
+# How long the one reachability check of a tracking server at a stage's start waits (MLflow's own requests retry for
+# minutes: MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT).
+REACHABLE_TIMEOUT_S = 10
 SECRET_KEY = re.compile(r"token|key|secret|passw|auth|signature|credential", re.IGNORECASE)  # URL query parameters
 
 
@@ -75,8 +81,41 @@ def ui_url() -> str:
     return os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer; the message names it (redacted) and says what to do."""
+
+
+def unreachable_reason(timeout: float = REACHABLE_TIMEOUT_S) -> str | None:
+    """Why the tracking server does not answer (connection refused, timed out, unknown host), or None when it answers
+    or the store is not a server. Any other HTTP answer than a proxy's "bad gateway", "unavailable" or "gateway
+    timeout" counts as up (MLflow itself then says what is wrong)."""
+    if not tracking_uri().startswith(("http://", "https://")):
+        return None
+    try:  # the UI's URL is the server's without its user info (which urllib would take for part of the host)
+        with urllib.request.urlopen(f"{ui_url()}/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code} {exc.reason}" if exc.code in (502, 503, 504) else None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):  # it answered; MLflow's own TLS settings decide the rest
+            return None
+        return str(exc.reason)
+    except (OSError, TimeoutError) as exc:  # a reset connection, a read that timed out
+        return str(exc) or type(exc).__name__
+
+
+def require_reachable() -> None:
+    """Fail in seconds, naming the server, when the tracking server is down: before MLflow's own requests retry for
+    minutes and before any work."""
+    reason = unreachable_reason()
+    if reason is not None:
+        raise TrackingUnavailable(f"MLflow tracking server {redact(tracking_uri())} is not reachable ({reason}); "
+                                  "start it, or point MLFLOW_TRACKING_URI at one that runs, and run again")
+
+
 def setup(experiment: str) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    require_reachable()
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
     fail_orphaned_runs(experiment)
@@ -142,15 +181,62 @@ def flatten(params: BaseModel | dict, prefix: str = "") -> dict[str, str]:
 def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow.ActiveRun | None]:
     """An MLflow run for one stage, tagged with git commit and flow-run id; failed if the stage raises.
 
-    In a rank launched by the stage (tasks/launch.py) the main process joins the stage's run, the others log nothing
-    (yield None)."""
-    setup(experiment)
-    with _open_stage_run(stage, params) as run:
-        try:
+    Before it: the stage's input files (its deps in dvc.yaml) are checked, and the tracking server must answer; each
+    fails with one message. A tracking server that goes away during the stage fails it once its work is saved, with
+    a message saying so. In a rank launched by the stage (tasks/launch.py) the main process joins the stage's run,
+    the others log nothing (yield None)."""
+    if not launch.in_rank():  # the stage process checked them before it launched the ranks
+        with bad_input_reported():
+            check_input_files(stage_inputs(stage))
+    try:
+        setup(experiment)
+    except TrackingUnavailable as exc:
+        raise SystemExit(f"{stage}: {exc}") from None
+    try:
+        with _open_stage_run(stage, params) as run, bad_input_reported():
             yield run
-        except (DataError, ParamsError) as exc:
-            report_bad_input(exc)
+    except mlflow.exceptions.MlflowException:
+        reason = unreachable_reason()
+        if reason is None:
             raise
+        # One message, no traceback (MLflow's errors name the URI with its credentials).
+        raise SystemExit(f"{stage}: the MLflow tracking server {redact(tracking_uri())} went away during the stage "
+                         f"({reason}), so the stage fails after saving its work ({kept_work(stage)}; what it wrote "
+                         "stays in place, its metrics from then on are not logged). Run it again once the server is "
+                         "back: a training stage resumes from its newest checkpoint") from None
+
+
+@contextmanager
+def bad_input_reported() -> Iterator[None]:
+    try:
+        yield
+    except (DataError, ParamsError) as exc:
+        report_bad_input(exc)
+        raise
+
+
+def stage_inputs(stage: str) -> list[Path]:
+    """The files and directories dvc.yaml lists as the deps of `stage` (its params aside); none when this is not a
+    DVC stage of the current directory (a stage module run by hand elsewhere)."""
+    if not Path("dvc.yaml").exists():
+        return []
+    from dvc.dependency import ParamsDependency
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo() as repo:
+            found = repo.stage.collect(stage)
+            return [Path(dep.fs_path) for s in found for dep in s.deps if not isinstance(dep, ParamsDependency)]
+    except DvcException:
+        return []
+
+
+def kept_work(stage: str) -> str:
+    """What a failed stage leaves for its re-run: its newest complete checkpoint."""
+    checkpoints = Path("checkpoints") / stage.replace("@", "_")
+    done = sorted(checkpoints.glob("checkpoint-*/trainer_state.json"), key=lambda f: int(f.parent.name[11:]))
+    return f"newest checkpoint {done[-1].parent}" if done else f"no checkpoint in {checkpoints}"
 
 
 @contextmanager

@@ -48,7 +48,7 @@ WORKSPACE_PARAMS = {
     "reward_model.model": "models/base",  # the recipe's RM starts from resft, a stage these runs do not select
     "base_model.epochs": 0.2,
     "reward_model.epochs": 0.2,
-    "evaluate.num_samples": 2,  # the fewest the intervals allow
+    "evaluate.num_samples": 2,
     "orchestration.retries": 0,
     "orchestration.retrain_cron": "0 3 1 1 *",  # from params; never due while the tests run
     # The gate the "worse" retrain must fail. pass@1 of a smoke model is ~0 either way; a collapse of the reasoning
@@ -85,6 +85,18 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.5):
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def wait_healthy(process: subprocess.Popen, health_url: str, log: Path, what: str, timeout: float = 120) -> None:
+    """Wait until a server started as `process` answers 200 at `health_url`; fail with its log if it exits."""
+    def healthy():
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return urllib.request.urlopen(health_url, timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout, what)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     path = make_workspace(tmp_path_factory.mktemp("orchestration") / "repo",
@@ -110,15 +122,8 @@ def server(prefect_home):
                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
 
-    def healthy():
-        assert process.poll() is None, (prefect_home / "server.log").read_text()[-3000:]
-        try:
-            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(healthy, 120, "the Prefect server")
+        wait_healthy(process, f"{url}/health", prefect_home / "server.log", "the Prefect server")
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
             drain_prefect_workers()

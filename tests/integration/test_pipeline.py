@@ -11,11 +11,14 @@ from flows.pipeline import pipeline, stage_order
 from tasks import models
 
 MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl", "distill_tiny", "r1_zero", "student_rl"]
-EVALUATED = ["base", "reasoning_rl", "alignment_rl", "distill_tiny", "r1_zero", "student_rl"]  # smoke.yaml
+EVALUATED = ["reasoning_rl", "alignment_rl", "distill_tiny", "r1_zero", "student_rl"]  # smoke.yaml
+PROMPTED = ["base_r1_zero_prompt"]  # params.yaml's evaluate.prompted: the base under R1-Zero's prompt
 STAGES = ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", "rejection_sampling", "resft",
           "reward_model", "alignment_rl", "teacher_traces", "student_base@tiny", "distill@tiny", "r1_zero",
-          "student_cold_start", "student_rl", *[f"evaluate@{m}" for m in EVALUATED], "register", "ladder", "report"]
-REPORT_SECTIONS = ["ladder", "rl-curves", "rejection-sampling", "students", "r1-zero", "provenance"]
+          "student_cold_start", "student_rl", *[f"evaluate@{m}" for m in EVALUATED],
+          *[f"evaluate_prompted@{m}" for m in PROMPTED], "ladder", "register", "report"]
+REPORT_SECTIONS = ["ladder", "deltas", "scaling", "rl-curves", "rejection-sampling", "students", "r1-zero",
+                   "provenance"]
 METRIC_KEYS = ["pass@1", "maj@k", "greedy_accuracy", "format_rate", "language_consistency", "general_accuracy",
                "refusal_rate", "needless_refusal_rate", "mean_completion_tokens", "rm_score"]
 
@@ -34,13 +37,22 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     for model in MODELS:
         assert (workspace / "models" / model / "model.safetensors").exists()
         assert (workspace / "models" / model / "provenance.json").exists()
-    for model in EVALUATED:
+    for model in EVALUATED + PROMPTED:
         metrics = json.loads((workspace / "metrics" / f"{model}.json").read_text())
         for key in METRIC_KEYS:
             assert key in metrics
+            lo, hi = metrics[f"{key}_ci95"]
+            assert lo <= metrics[key] <= hi, key
         for key in METRIC_KEYS[:-2]:
             assert 0.0 <= metrics[key] <= 1.0
-        assert metrics["mean_completion_tokens"] > 0
+        assert metrics["mean_completion_tokens"] > 0 and metrics["n"] == 12
+        assert set(metrics["pass@k_curve"]) == {"1", "2"}
+        tts = json.loads((workspace / "metrics" / f"tts_{model}.json").read_text())
+        assert tts["N"] == [1, 2] and len(tts["reward_model"]) == len(tts["verifier"]) == 2
+    deltas = json.loads((workspace / "metrics" / "ladder_deltas.json").read_text())["deltas"]
+    pairs = {(d["from"], d["to"]) for d in deltas}
+    assert pairs == {("student_rl", "distill_tiny"), ("base_r1_zero_prompt", "r1_zero")}
+    assert all(d["ci95"][0] <= d["delta"] <= d["ci95"][1] for d in deltas)
     curve = (workspace / "plots" / "reasoning_rl.csv").read_text().splitlines()
     assert curve[0].startswith("step,reward") and len(curve) == 3  # header + one row per logged step
     assert all(model in ladder for model in EVALUATED)
@@ -77,10 +89,10 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
         assert f'<section id="{section}">' in page, section
     assert "<script" not in page and "http://" not in page and "https://" not in page
     built = json.loads((workspace / "reports" / "report.json").read_text())
-    assert [row["model"] for row in built["ladder"] if row["evaluated"]] == EVALUATED
+    assert [row["model"] for row in built["ladder"] if row["evaluated"]] == EVALUATED + PROMPTED
     for model in EVALUATED:
         pass_at_1 = json.loads((workspace / "metrics" / f"{model}.json").read_text())["pass@1"]
-        assert f"<td>{pass_at_1:.3f}</td>" in page
+        assert f">{pass_at_1:.3f} <span" in page
     assert {built["curves"][s]["source"] for s in ("reasoning_rl", "alignment_rl")} == {"mlflow"}
 
     # MLflow: one parent run per pipeline execution, one child run per stage, tagged.
