@@ -1,5 +1,5 @@
 """Faults at a stage's start: a corrupted input file and a tracking server that is down each stop the stage with one
-message naming the file or the server, before any work (docs/reliability.md)."""
+message naming the file or the server, before any work (docs/operations.md, "Faults around a stage")."""
 
 import os
 import shutil
