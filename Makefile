@@ -45,8 +45,15 @@ report: venv  ## reports/report.html (self-contained) and reports/report.json
 report-check: venv  ## render reports/report.html in headless Chromium -> reports/report.png (needs chromium)
 	$(PY) scripts/check_report.py
 
-test: venv
+test: venv real-tokenizer
 	$(PY) -m pytest
+
+# A real Qwen2.5 tokenizer for the tests (tasks/real_tokenizer.py): llama.cpp's vocabulary file from the
+# llama-cpp-python sdist on PyPI, SHA-256 checked, into .cache/real/. Offline it warns and the tests that need it
+# skip, unless R1_REAL_TOKENIZER=required (.ci/run).
+.PHONY: real-tokenizer
+real-tokenizer: venv
+	$(PY) -m tasks.real_tokenizer fetch
 
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run

@@ -100,15 +100,16 @@ def _download(dest: Path) -> Path:
     """pip downloads the pinned sdist into `dest`; pip refuses it, before building anything, if its hash differs."""
     requirements = dest / "requirements.txt"
     requirements.write_text(f"{SOURCE['package']}=={SOURCE['version']} --hash=sha256:{SOURCE['sdist_sha256']}\n")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-               "--quiet", "--disable-pip-version-check", "-r", str(requirements), "-d", str(dest)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes", "--disable-pip-version-check", "-r", str(requirements), "-d", str(dest)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # its output says why
     if "DO NOT MATCH THE HASHES" in result.stdout + result.stderr:
         raise RuntimeError(f"pip downloaded {SOURCE['sdist']} with another SHA-256 than the recorded "
                            f"{SOURCE['sdist_sha256']}: refusing it\n{result.stderr.strip()}")
     if result.returncode != 0:
-        last = (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}").splitlines()
-        raise FetchError(f"pip could not download {SOURCE['package']}=={SOURCE['version']} from PyPI: {last[-1]}")
+        lines = (result.stderr + result.stdout).splitlines()
+        why = "; ".join(line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")) or \
+            (lines[-1] if lines else f"exit status {result.returncode}")
+        raise FetchError(f"pip could not download {SOURCE['package']}=={SOURCE['version']} from PyPI: {why}")
     sdist = dest / SOURCE["sdist"]
     if sha256(sdist) != SOURCE["sdist_sha256"]:  # pip checked it; checked again, it is cheap
         raise RuntimeError(f"{sdist}: SHA-256 {sha256(sdist)} differs from the recorded {SOURCE['sdist_sha256']}")

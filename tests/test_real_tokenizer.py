@@ -10,6 +10,7 @@ weightless GGUF.
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,8 +19,18 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GenerationConfig
 
-from tasks import (base_model, evaluate, generation, grpo, models, prepare_data, real_tokenizer, rejection_sampling,
-                   reward_model, sft)
+from tasks import (
+    base_model,
+    evaluate,
+    generation,
+    grpo,
+    models,
+    prepare_data,
+    real_tokenizer,
+    rejection_sampling,
+    reward_model,
+    sft,
+)
 from tasks.params import ParamsError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +88,10 @@ def test_a_changed_file_in_the_cache_is_refused(real_files, tmp_path):
 
 
 def test_a_fetch_that_cannot_reach_pypi_says_why_for_the_skip(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no configured index or find-links: pip finds nothing
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(real_tokenizer.FetchError, match="pip could not download llama-cpp-python==0.3.36"):
         real_tokenizer.fetch(tmp_path)
     assert "pip could not download" in real_tokenizer.unavailable_reason(tmp_path)
@@ -260,8 +272,8 @@ class TestEveryStageKindOnTheRealTokenizer:
 
 # ----------------------------------------------------------------------------- bad input, before any work
 
-def write_gguf(path: Path, quantized: bool) -> Path:
-    """A tiny Qwen2 GGUF (byte vocabulary, one layer), its weights F32 or, for matrices, Q8_0."""
+def write_gguf(path: Path, quantized: bool) -> tuple[Path, dict]:
+    """A tiny Qwen2 GGUF (byte vocabulary, one layer), its weights F32 or, for matrices, Q8_0; and the weights."""
     import gguf
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -301,7 +313,7 @@ def write_gguf(path: Path, quantized: bool) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
+    return path, state
 
 
 def pretrained(path) -> dict:
@@ -310,15 +322,18 @@ def pretrained(path) -> dict:
 
 
 def test_a_plain_gguf_is_a_pretrained_base(tmp_path):
+    gguf, state = write_gguf(tmp_path / "tiny.gguf", quantized=False)
     out = tmp_path / "base"
-    assert base_model.run(pretrained(write_gguf(tmp_path / "tiny.gguf", quantized=False)), out)["vocab_size"] == 260
-    assert (out / "model.safetensors").exists()
+    assert base_model.run(pretrained(gguf), out)["vocab_size"] == 260
+    saved = models.load_model(out, validate({}).runtime).state_dict()  # plain safetensors, the same weights
+    assert all(torch.equal(saved[name], tensor) for name, tensor in state.items())
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
     assert models.load_tokenizer(out).chat_template == real_tokenizer.qwen2_5_chat_template()
 
 
 @pytest.mark.parametrize("kind", ["quantized", "no weights"])
 def test_a_quantized_or_weightless_gguf_is_refused_naming_the_param(kind, real_files, tmp_path):
-    gguf = write_gguf(tmp_path / "q8.gguf", quantized=True) if kind == "quantized" else real_files[
+    gguf = write_gguf(tmp_path / "q8.gguf", quantized=True)[0] if kind == "quantized" else real_files[
         real_tokenizer.GGUF]
     message = r"holds quantized weights \(Q8_0\); training needs plain weights" if kind == "quantized" else \
         "holds no weights"
