@@ -153,8 +153,8 @@ def required() -> bool:
 
 
 def test_vectors(files: dict[str, Path]) -> list[tuple[str, list[int]]]:
-    """llama.cpp's tokenizer test vectors: (text, token ids without special tokens), as its test-tokenizer-0 reads
-    them (texts separated by a `__ggml_vocab_test__` line, one line of ids per text)."""
+    """llama.cpp's tokenizer test vectors: (text, token ids encoded without special tokens); the `.inp` file holds
+    the texts, each followed by a `__ggml_vocab_test__` line, the `.out` file one line of ids per text."""
     texts = files[f"{GGUF}.inp"].read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     lines = files[f"{GGUF}.out"].read_text(encoding="utf-8").split("\n")
     if texts[-1] == "" and lines[-1] == "":  # each file ends with a separator / newline
