@@ -20,7 +20,7 @@ PREFECT_PORT ?= 4200
 # `make serve` talks to this server; point it at a remote one (or Prefect Cloud) by setting PREFECT_API_URL.
 PREFECT_API_URL ?= http://$(HOST):$(PREFECT_PORT)/api
 
-.PHONY: help venv run repro report report-check test test-fast lint bench bench-load bench-gpu mlflow-ui prefect-server \
+.PHONY: help venv run repro report report-check test test-fast lint real-tokenizer bench bench-load bench-gpu mlflow-ui prefect-server \
 	serve clean
 
 .DEFAULT_GOAL := help
@@ -52,14 +52,20 @@ report: venv  ## reports/report.html (self-contained) and reports/report.json
 report-check: venv  ## render reports/report.html in headless Chromium -> reports/report.png (needs chromium)
 	$(PY) scripts/check_report.py
 
-test: venv  ## the whole test suite (what .ci/run calls; about 14 min on 2 cores)
+test: venv real-tokenizer  ## the whole test suite (what .ci/run calls; about 14 min on 2 cores)
 	$(PY) -m pytest
 
-test-fast: venv  ## the suite without the slow end-to-end tests (-m "not slow"): the edit-test loop
+test-fast: venv real-tokenizer  ## the suite without the slow end-to-end tests (-m "not slow"): the edit-test loop
 	$(PY) -m pytest -m "not slow"
 
 lint: venv  ## ruff (configured in pyproject.toml); must be clean
 	$(VENV)/bin/ruff check .
+
+# A real Qwen2.5 tokenizer for the tests (tasks/real_tokenizer.py): llama.cpp's vocabulary file from the
+# llama-cpp-python sdist on PyPI, SHA-256 checked, into .cache/real/. Offline it warns and the tests that need it
+# skip, unless R1_REAL_TOKENIZER=required (.ci/run).
+real-tokenizer: venv  ## fetch the real Qwen2.5 tokenizer the tests use (llama-cpp-python's sdist, SHA-256 checked)
+	$(PY) -m tasks.real_tokenizer fetch
 
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, LlamaForCausalLM, set_seed
+from transformers import LlamaForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from tasks import models
@@ -55,11 +55,8 @@ def corpus_texts(corpus: Path) -> list[str]:
     return [row["text"] for row in read_jsonl(corpus, required=("id", "text"))]
 
 
-def resolve_pretrained(name: str, params: Params, out: Path) -> dict:
-    if name.startswith(("/", ".", "~")):  # a local path, never a Hub id: say so rather than "invalid repo id"
-        models.require_model_dir(Path(name).expanduser())
-    tokenizer = models.load_tokenizer(name)
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=models.torch_dtype(params.runtime))
+def resolve_pretrained(name: str, params: Params, out: Path, key: str = "base_model.model_name_or_path") -> dict:
+    tokenizer, model = models.load_pretrained(name, key, params.runtime)  # a model id, directory or plain GGUF
     models.save_model(model, tokenizer, out)
     return {"parameters": models.count_parameters(model), "vocab_size": len(tokenizer)}
 
@@ -88,7 +85,7 @@ def run_student(params: Params, name: str, out: Path) -> dict:
         metrics = pretrain_toy(p, params, corpus_texts(CORPUS), models.load_tokenizer(OUT),
                                CHECKPOINTS.with_name(f"student_base_{name}"), out)
     else:
-        metrics = resolve_pretrained(p.model_name_or_path, params, out)
+        metrics = resolve_pretrained(p.model_name_or_path, params, out, f"distill.students.{name}.model_name_or_path")
     models.write_provenance(out, f"student_base@{name}", p.model_name_or_path or str(OUT), p)
     return metrics
 

@@ -8,7 +8,8 @@ Backends, chosen by `generation.backend` in params:
 - "hf": transformers `generate` with KV cache, left padding and batches of `generation.batch_size` sequences,
   sorted by prompt length so each batch pads little; a progress bar.
 - "vllm": vLLM's offline `LLM.generate` with `SamplingParams(n=...)`; GPU only, imported lazily (see docs/recipes.md).
-Completions are decoded with `skip_special_tokens=True`, as TRL does, so rewards see the same text in RL and here.
+Completions are decoded with `skip_special_tokens=True`, as TRL does, so rewards see the same text in RL and here,
+and end where TRL's rollouts end (the tokenizer's eos or any eos of the model's generation config).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class Generator:
             if chat_template is not None:
                 self.tokenizer.chat_template = chat_template
             self.model = models.load_model(model_dir, runtime).eval()
+            # Where a completion ends: the same ids as TRL's rollouts (the tokenizer's eos and the generation
+            # config's, which lists a pretrained model's end-of-turn token: models.stop_at_end_of_turn).
+            self.stop_ids = models.stop_token_ids(self.tokenizer, self.model.generation_config)
 
     def __call__(self, prompts: list[list[dict]], sampling: Sampling, desc: str = "generate") -> list[list[Sample]]:
         if sampling.n < 1:
@@ -102,7 +106,7 @@ class Generator:
                       key=lambda ij: (len(encoded[ij[0]]), ij))
         results: list[list[Sample | None]] = [[None] * sampling.n for _ in prompts]
         torch.manual_seed(sampling.seed)
-        eos = tokenizer.eos_token_id
+        stops = set(self.stop_ids)
         sample_kwargs = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
                          if sampling.temperature > 0 else {"do_sample": False})
         with tqdm(total=len(rows), desc=desc, unit="seq") as bar:
@@ -110,12 +114,16 @@ class Generator:
                 batch = rows[start:start + self.gen.batch_size]
                 inputs = tokenizer.pad({"input_ids": [encoded[i] for i, _ in batch]}, return_tensors="pt")
                 inputs = {k: v.to(model.device) for k, v in inputs.items()}
-                output = model.generate(**inputs, max_new_tokens=sampling.max_new_tokens, eos_token_id=eos,
-                                        pad_token_id=tokenizer.pad_token_id, top_k=None, **sample_kwargs)
+                # Sampling knobs a pretrained model's generation config may carry (Qwen2.5-Instruct: top_k 20,
+                # repetition_penalty 1.05) are set here as TRL's rollouts set them: only params decide sampling.
+                output = model.generate(**inputs, max_new_tokens=sampling.max_new_tokens, eos_token_id=self.stop_ids,
+                                        pad_token_id=tokenizer.pad_token_id, top_k=None, min_p=None,
+                                        repetition_penalty=1.0, **sample_kwargs)
                 new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
                 for (i, j), ids in zip(batch, new_tokens):
-                    finished = eos in ids
-                    ids = ids[:ids.index(eos) + 1] if finished else ids
+                    end = next((k for k, token in enumerate(ids) if token in stops), None)
+                    finished = end is not None
+                    ids = ids[:end + 1] if finished else ids
                     text = tokenizer.decode(ids, skip_special_tokens=True)
                     results[i][j] = Sample(text=text, num_tokens=len(ids), finished=finished)
                 bar.update(len(batch))

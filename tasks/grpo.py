@@ -85,10 +85,16 @@ def write_curve(log_history: list[dict], path: Path, reward_names: list[str]) ->
 
 def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
-    reward_funcs, weights = reward_functions(p, params)
     tokenizer = models.load_tokenizer(p.model)
     if p.prompt_template is not None:  # saved with the model: evaluation prompts it the same way
         tokenizer.chat_template = models.plain_prompt_template(p.prompt_template)
+    models.require_chat_template(tokenizer, f"{stage}.model", p.model)
+    # A tokenizer with a response template (transformers >= 5.13 saves one in tokenizer_config.json) makes TRL parse
+    # each completion into reasoning_content + content, and the rewards would score the content without its
+    # <think> block. The rewards read the raw text, as evaluation and rejection sampling do; the template is put back
+    # before the model is saved.
+    response_template, tokenizer.response_template = getattr(tokenizer, "response_template", None), None
+    reward_funcs, weights = reward_functions(p, params)
     trainer = GRPOTrainer(
         model=p.model, reward_funcs=reward_funcs,
         args=grpo_config(stage, p, params, weights), train_dataset=load_prompts(p, params),
@@ -97,6 +103,7 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     inputs = [p.model, p.data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams) else [])
     resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(params, *inputs))
     trainer.train(resume_from_checkpoint=resume)
+    tokenizer.response_template = response_template
     if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, trainer.processing_class, out)):
         models.write_provenance(out, stage, p.model, p)
         write_curve(trainer.state.log_history, Path("plots") / f"{stage}.csv", [f.__name__ for f in reward_funcs])

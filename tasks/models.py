@@ -17,10 +17,11 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from tasks.data import keep_if_same_inputs, write_json
-from tasks.params import BaseModelParams, LoraParams, RuntimeParams
+from tasks.params import BaseModelParams, LoraParams, ParamsError, RuntimeParams
 from tasks.tracking import git_commit
 
 THINK_TOKENS = ["<think>", "</think>"]
+PLAIN_GGML_TYPES = {0: "F32", 1: "F16", 30: "BF16"}  # ggml tensor types that are values, not quantized blocks
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # ChatML. {% generation %} marks the assistant tokens, so TRL's `assistant_only_loss` can mask everything else.
@@ -88,9 +89,111 @@ def load_tokenizer(path: Path | str) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def require_chat_template(tokenizer, key: str, path: Path | str) -> None:
+    """A clear error, naming the param, when the model at `path` has no chat template: every stage but R1-Zero (its
+    own `prompt_template`) prompts and trains through it."""
+    if not tokenizer.chat_template:
+        raise ParamsError(f"{key}: {path} has no chat template (no chat_template.jinja, none in "
+                          "tokenizer_config.json): the SFT, RL and evaluation stages render prompts and completions "
+                          "through it. Use a model that ships one (an instruct model, or a base model such as "
+                          "Qwen2.5's), or add one to its tokenizer_config.json; a GRPO stage with `prompt_template` "
+                          "set does without")
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The token the chat template ends an assistant turn with (`<|im_end|>` in ChatML, `<|eot_id|>` in Llama 3),
+    when it is one special or added token; None when the template ends turns in plain text (or cannot say)."""
+    from jinja2 import TemplateError
+
+    probe = "r1-end-of-turn-probe"
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": probe},
+                {"role": "user", "content": "y"}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except (TemplateError, TypeError, ValueError):
+        return None
+    if probe not in text:
+        return None
+    ids = tokenizer(text[text.rindex(probe) + len(probe):], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+    return ids[0] if ids and ids[0] in special else None
+
+
+def stop_token_ids(tokenizer, generation_config) -> list[int]:
+    """Every token that ends a completion, as TRL's GRPOTrainer counts them: the tokenizer's eos, then each eos of
+    the model's generation config (where a model lists its end-of-turn token)."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids = [tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def stop_at_end_of_turn(model, tokenizer) -> None:
+    """Make the model's generation config end a completion at the chat template's end-of-turn token too.
+
+    A pretrained base model (Qwen2.5-Math-1.5B: eos `<|endoftext|>`) ends a chat turn with another token than its
+    eos (`<|im_end|>`), and TRL's rollouts, the Generator and vLLM stop only at the eos ids of the tokenizer and of
+    the generation config: after cold-start SFT every completion would run on to the length limit (clipped in RL,
+    dropped as truncated by rejection sampling). Instruct releases list both ids, as this does. A model whose eos
+    already is its end-of-turn token (the toy models) is left as it is."""
+    config = getattr(model, "generation_config", None)
+    if config is None or not model.can_generate():
+        return
+    turn_end = end_of_turn_id(tokenizer)
+    if turn_end is None or turn_end in stop_token_ids(tokenizer, config):
+        return
+    eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
+    config.eos_token_id = [*(eos if isinstance(eos, list) else [eos] if eos is not None else []), turn_end]
+
+
 def load_model(path: Path | str, runtime: RuntimeParams):
     require_model_dir(path)
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(runtime)).to(device(runtime))
+
+
+def require_plain_gguf(path: Path, key: str) -> None:
+    """A clear error, naming the param, unless the GGUF file holds plain (F32, F16 or BF16) weights: the stages
+    train and save full-precision weights, and a quantized file would be trained as its lossy dequantization."""
+    from transformers.integrations.gguf import GgufHeader
+    from transformers.integrations.gguf.dequant import GGML_NAME
+
+    try:
+        header = GgufHeader.from_file(str(path))  # metadata and tensor table only, no tensor data
+    except ValueError as exc:
+        raise ParamsError(f"{key}: {path}: cannot read it as a GGUF model ({exc})") from None
+    if not header.tensors:
+        raise ParamsError(f"{key}: {path} holds no weights (a vocabulary-only GGUF such as llama.cpp's "
+                          "ggml-vocab-*.gguf): point it at a model")
+    quantized = sorted({GGML_NAME.get(t, str(t)) for t in header.ggml_types.values() if t not in PLAIN_GGML_TYPES})
+    if quantized:
+        raise ParamsError(f"{key}: {path} holds quantized weights ({', '.join(quantized)}); training needs plain "
+                          "weights: point it at the original model (a Hugging Face id or directory) or at an F32, "
+                          "F16 or BF16 GGUF of it (llama.cpp: convert_hf_to_gguf.py --outtype f16)")
+
+
+def load_pretrained(name: str, key: str, runtime: RuntimeParams):
+    """(tokenizer, model) of a pretrained model named by the param `key`: a Hugging Face id, a local directory, or a
+    local `.gguf` file with plain weights. Checked before the weights load: a missing directory, a quantized or
+    weightless GGUF, a tokenizer without a chat template."""
+    path = Path(name).expanduser()
+    source, kwargs = name, {}
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{key}: {path}: no such GGUF file")
+        require_plain_gguf(path, key)
+        source, kwargs = str(path.parent), {"gguf_file": path.name}
+    elif name.startswith(("/", ".", "~")):  # a local path, never a Hub id: say so rather than "invalid repo id"
+        require_model_dir(path)
+        source = str(path)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    require_chat_template(tokenizer, key, name)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(runtime), **kwargs)
+    if kwargs and getattr(model, "hf_quantizer", None) is not None:
+        # Plain weights (checked above) still come through transformers' GGUF quantizer, which marks the model
+        # neither trainable nor serialisable; nothing in it is quantized, so it is an ordinary model once unmarked.
+        model.hf_quantizer.remove_quantization_config(model)
+    return tokenizer, model
 
 
 def require_model_dir(path: Path | str) -> None:
@@ -111,6 +214,7 @@ def save_model(model, tokenizer, out: Path) -> None:
     """Save a plain model directory; LoRA adapters are merged so every later stage loads the same way."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    stop_at_end_of_turn(model, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -196,6 +196,10 @@ class SFTParams(Section):
     save_steps: PositiveInt = 200
     gradient_checkpointing: bool = False
     lora: LoraParams = LoraParams()
+    # Loss on the assistant's tokens as the chat template's {% generation %} markers mark them (TRL's
+    # `assistant_only_loss`; TRL swaps in its training version of templates it knows, e.g. Qwen2.5's), on top of the
+    # completion-only loss. Opt-in and left out of the params' dumps while off, so adding it changed no stage's hash.
+    assistant_only_loss: bool = Field(False, exclude_if=lambda on: not on)
 
 
 class StudentSFTParams(SFTParams):
@@ -209,6 +213,7 @@ class RewardModelParams(SFTParams):
     learning_rate: PositiveFloat = 5e-4
     test_data: str = "data/toy/preferences_test.jsonl"  # held-out pairs: pairwise accuracy
     center_rewards_coefficient: float | None = Field(0.01, ge=0)  # keeps scores near 0 (TRL's suggested value)
+    assistant_only_loss: Literal[False] = Field(False, exclude=True)  # SFT only: a reward model scores whole replies
 
 
 class RewardWeights(Section):

@@ -67,6 +67,7 @@ def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
         model_init_kwargs={"dtype": models.torch_dtype(params.runtime)}, **models.trainer_kwargs(params.runtime),
     )
     tokenizer = models.load_tokenizer(p.model)
+    models.require_chat_template(tokenizer, "reward_model.model", p.model)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
                                  for r in train])
     trainer = RewardTrainer(model=p.model, args=config, train_dataset=dataset, processing_class=tokenizer,

@@ -19,7 +19,7 @@ from trl import SFTConfig, SFTTrainer
 from tasks import launch, models
 from tasks.data import inputs_fingerprint, read_jsonl
 from tasks.generation import with_system_prompt
-from tasks.params import Params, SFTParams, StudentSFTParams
+from tasks.params import Params, ParamsError, SFTParams, StudentSFTParams
 from tasks.tracking import run_stage_cli
 
 SFT_STAGES = ("cold_start_sft", "resft", "distill_*", "student_cold_start")
@@ -39,8 +39,27 @@ def warn_if_larger(student: str, teacher: str) -> None:
                       f"({sizes[teacher]:,})", stacklevel=2)
 
 
+def require_assistant_masks(tokenizer, stage: str, p: SFTParams) -> None:
+    """With `assistant_only_loss`, the chat template must mark the assistant's tokens ({% generation %}) or be one
+    TRL has a marked training version of; said before the model loads, naming the param."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not p.assistant_only_loss or has_generation_markers(tokenizer.chat_template):
+        return
+    try:
+        get_training_chat_template(tokenizer)
+    except ValueError:
+        raise ParamsError(f"{stage}.assistant_only_loss: the chat template of {p.model} has no {{% generation %}} "
+                          "markers around the assistant's reply, and TRL has no training version of it: add the "
+                          "markers to the template, or set it to false (the loss then covers the completion, as for "
+                          "any prompt/completion row)") from None
+
+
 def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
+    tokenizer = models.load_tokenizer(p.model)
+    models.require_chat_template(tokenizer, f"{stage}.model", p.model)
+    require_assistant_masks(tokenizer, stage, p)
     dataset = load_sft_dataset(p.data, params.prompt.system)
     if isinstance(p, StudentSFTParams):
         warn_if_larger(p.model, p.teacher)
@@ -50,10 +69,9 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
         per_device_train_batch_size=p.batch_size, gradient_accumulation_steps=p.gradient_accumulation_steps,
         max_length=p.max_length, warmup_steps=p.warmup_steps, lr_scheduler_type="cosine",
         save_steps=p.save_steps, save_total_limit=2, gradient_checkpointing=p.gradient_checkpointing, logging_steps=10,
-        report_to=["mlflow"], seed=params.seed,
+        report_to=["mlflow"], seed=params.seed, assistant_only_loss=p.assistant_only_loss,
         model_init_kwargs={"dtype": models.torch_dtype(params.runtime)}, **models.trainer_kwargs(params.runtime),
     )
-    tokenizer = models.load_tokenizer(p.model)
     trainer = SFTTrainer(model=p.model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=models.lora_config(p.lora))
     resume = models.resume_checkpoint(checkpoints, inputs_fingerprint(params, p.model, p.data))
