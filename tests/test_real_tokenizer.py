@@ -249,11 +249,12 @@ class TestEveryStageKindOnTheRealTokenizer:
 
     def test_evaluation_of_the_final_model(self, workspace):
         _, params = workspace
-        metrics = evaluate.run("alignment_rl", params)
+        metrics, tts, _ = evaluate.run("alignment_rl", params)
         assert metrics["problems"] == 2 and metrics["mean_completion_tokens"] < 8  # ended turns, not cut
         for key in ("pass@1", "format_rate", "general_accuracy", "refusal_rate"):
             assert 0.0 <= metrics[key] <= 1.0, key
         assert np.isfinite(metrics["rm_score"])
+        assert tts["N"][-1] == params.evaluate.num_samples and len(tts["reward_model"]) == len(tts["N"])
 
     def test_sampling_follows_params_not_the_models_generation_config(self, workspace):
         _, params = workspace
