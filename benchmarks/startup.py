@@ -124,7 +124,7 @@ def main() -> None:
     floor = statistics.median(imports_floor(env) for _ in range(args.repeat))
     print(f"floor (python -c 'import torch, transformers, trl; from trl import GRPOTrainer'): {floor} s")
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    stored["startup"] = {"target_fixed_seconds": TARGET_SECONDS, "repeat": args.repeat, "store_runs": args.store_runs,
+    stored["startup"] = {"measured": time.strftime("%Y-%m-%d"), "target_fixed_seconds": TARGET_SECONDS, "repeat": args.repeat, "store_runs": args.store_runs,
                          "cpu_count": os.cpu_count(), "training_imports_floor_seconds": floor, "stages": results,
                          "over_target": [n for n, r in results.items() if r["fixed"] > TARGET_SECONDS]}
     RESULTS.write_text(json.dumps(stored, indent=2) + "\n")
