@@ -95,11 +95,12 @@ for i in range({runs}):
     subprocess.run([sys.executable, "-c", code], cwd=ws, env=env, check=True, capture_output=True)
 
 
-def imports_floor(env: dict) -> float:
-    """The floor of a training stage: the interpreter with torch, transformers and TRL's trainers imported."""
+def imports_floor(env: dict, first: str = "") -> float:
+    """The floor of a training stage: a process that imports torch, transformers and TRL's trainers, and exits
+    (`first`: "import tasks, " to import them under the package's GC settings, as a stage does)."""
     start = time.time()
-    subprocess.run([sys.executable, "-c", "import torch, transformers, trl; from trl import GRPOTrainer"], env=env,
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", f"{first}import torch, transformers, trl; from trl import GRPOTrainer"],
+                   env=env, check=True, capture_output=True)
     return round(time.time() - start, 2)
 
 
@@ -122,10 +123,13 @@ def main() -> None:
             row = "  ".join(f"{k} {v:5.2f}" for k, v in results[name].items())
             print(f"{name:20s} {row}", flush=True)
     floor = statistics.median(imports_floor(env) for _ in range(args.repeat))
-    print(f"floor (python -c 'import torch, transformers, trl; from trl import GRPOTrainer'): {floor} s")
+    tasks_floor = statistics.median(imports_floor(env, "import tasks, ") for _ in range(args.repeat))
+    print(f"floor (python -c 'import torch, transformers, trl; from trl import GRPOTrainer'): {floor} s; "
+          f"with tasks' GC settings: {tasks_floor} s")
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     stored["startup"] = {"measured": time.strftime("%Y-%m-%d"), "target_fixed_seconds": TARGET_SECONDS, "repeat": args.repeat, "store_runs": args.store_runs,
-                         "cpu_count": os.cpu_count(), "training_imports_floor_seconds": floor, "stages": results,
+                         "cpu_count": os.cpu_count(), "training_imports_floor_seconds": floor,
+                         "training_imports_floor_seconds_tasks_gc": tasks_floor, "stages": results,
                          "over_target": [n for n, r in results.items() if r["fixed"] > TARGET_SECONDS]}
     RESULTS.write_text(json.dumps(stored, indent=2) + "\n")
 
