@@ -77,13 +77,13 @@ def ui_url() -> str:
 
 def setup(experiment: str) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+    fail_orphaned_runs(experiment)
     # Transformers' MLflow callback logs asynchronously; without a buffer MLflow's logging thread polls its queue
     # with a 1 s timeout, which ending the run waits out (~1 s per training stage). With one it waits on the stop
     # event, which ending the run sets: the same metrics, written at once.
     os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
-    fail_orphaned_runs(experiment)
 
 
 def owner_tags() -> dict[str, str]:
