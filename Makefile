@@ -70,6 +70,7 @@ real-tokenizer: venv  ## fetch the real Qwen2.5 tokenizer the tests use (llama-c
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.load
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.startup --repeat 3
 
 bench-load: venv  ## load targets only: 20,000-prompt pool, 100,000 reward scores, 10,000 completions of 100 kB
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.load
