@@ -127,7 +127,8 @@ def main() -> None:
     print(f"floor (python -c 'import torch, transformers, trl; from trl import GRPOTrainer'): {floor} s; "
           f"with tasks' GC settings: {tasks_floor} s")
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    stored["startup"] = {"measured": time.strftime("%Y-%m-%d"), "target_fixed_seconds": TARGET_SECONDS, "repeat": args.repeat, "store_runs": args.store_runs,
+    stored["startup"] = {"measured": time.strftime("%Y-%m-%d"), "target_fixed_seconds": TARGET_SECONDS,
+                         "repeat": args.repeat, "store_runs": args.store_runs,
                          "cpu_count": os.cpu_count(), "training_imports_floor_seconds": floor,
                          "training_imports_floor_seconds_tasks_gc": tasks_floor, "stages": results,
                          "over_target": [n for n, r in results.items() if r["fixed"] > TARGET_SECONDS]}

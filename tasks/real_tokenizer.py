@@ -100,7 +100,8 @@ def _download(dest: Path) -> Path:
     """pip downloads the pinned sdist into `dest`; pip refuses it, before building anything, if its hash differs."""
     requirements = dest / "requirements.txt"
     requirements.write_text(f"{SOURCE['package']}=={SOURCE['version']} --hash=sha256:{SOURCE['sdist_sha256']}\n")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes", "--disable-pip-version-check", "-r", str(requirements), "-d", str(dest)]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
+               "--disable-pip-version-check", "-r", str(requirements), "-d", str(dest)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # its output says why
     if "DO NOT MATCH THE HASHES" in result.stdout + result.stderr:
         raise RuntimeError(f"pip downloaded {SOURCE['sdist']} with another SHA-256 than the recorded "
