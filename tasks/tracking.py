@@ -119,10 +119,6 @@ def setup(experiment: str) -> None:
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
     fail_orphaned_runs(experiment)
-    # Transformers' MLflow callback logs asynchronously; without a buffer MLflow's logging thread polls its queue
-    # with a 1 s timeout, which ending the run waits out (~1 s per training stage). With one it waits on the stop
-    # event, which ending the run sets: the same metrics, written at once.
-    os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
 
 
 def owner_tags() -> dict[str, str]:
