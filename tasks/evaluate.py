@@ -340,7 +340,8 @@ def main() -> None:
     if args.model not in names:
         parser.error(f"model '{args.model}' is not in evaluate.models {params.evaluate.models} or "
                      f"evaluate.prompted {sorted(params.evaluate.prompted)}")
-    with stage_run(f"evaluate@{args.model}", params.evaluate, params.tracking.experiment):
+    stage = f"evaluate_prompted@{args.model}" if args.model in params.evaluate.prompted else f"evaluate@{args.model}"
+    with stage_run(stage, params.evaluate, params.tracking.experiment):  # named as in dvc.yaml
         metrics, tts, evals = run(args.model, params)
         log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     write_json(EVALS / f"{args.model}.json", {"metrics": metrics, **evals})

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -134,7 +135,10 @@ def workspace(qwen, tmp_path_factory):
         pairs = [json.loads(line) for line in Path("data/toy/preferences_train.jsonl").read_text().splitlines()]
         write_jsonl(Path("data/prefs.jsonl"), pairs[:16])
         write_jsonl(Path("data/prefs_test.jsonl"), pairs[16:24])
-        yield path, params
+        # Every stage runs inside its stage's MLflow run (tracking.stage_run); here one run stands for them, so
+        # nothing the stages log (a Trainer's callback, evaluation's sample table) starts a run left open after.
+        with mlflow.start_run(run_name="real-tokenizer-stages"):
+            yield path, params
 
 
 class TestEveryStageKindOnTheRealTokenizer:
