@@ -244,7 +244,7 @@ def rungs(params: Params) -> list[tuple[str, str, tuple[str, ...]]]:
     rl_student = Path(params.student_cold_start.model).name  # the student whose base student_rl starts from
     pairs.append(("student_rl", f"distill_{rl_student}", reasoning))
     pairs += [(name, spec.template_of, reasoning) for name, spec in params.evaluate.prompted.items()]
-    known = set(params.evaluate.models) | set(params.evaluate.prompted)
+    known = set(params.evaluate.names)
     return [(a, b, keys) for a, b, keys in pairs if a in known and b in known]
 
 
@@ -281,9 +281,8 @@ def ladder_deltas(params: Params, evals_dir: Path = EVALS) -> list[dict]:
 
 def write_ladder(params: Params, evals_dir: Path = EVALS, out: Path = LADDER, metrics_dir: Path = METRICS
                  ) -> tuple[list[dict], list[dict]]:
-    names = [*params.evaluate.models, *params.evaluate.prompted]
     rows = []
-    for name in names:
+    for name in params.evaluate.names:
         path = evals_dir / f"{name}.json"
         if not path.exists():
             raise FileNotFoundError(f"{path}: no evaluation of '{name}'; run its evaluate stage first")
@@ -336,8 +335,7 @@ def main() -> None:
         rows, deltas = write_ladder(params)
         print(ladder_table(rows) + "\n\n" + deltas_table(deltas))
         return
-    names = [*params.evaluate.models, *params.evaluate.prompted]
-    if args.model not in names:
+    if args.model not in params.evaluate.names:
         parser.error(f"model '{args.model}' is not in evaluate.models {params.evaluate.models} or "
                      f"evaluate.prompted {sorted(params.evaluate.prompted)}")
     stage = f"evaluate_prompted@{args.model}" if args.model in params.evaluate.prompted else f"evaluate@{args.model}"

@@ -382,6 +382,11 @@ class EvaluateParams(Section):
     max_new_tokens: PositiveInt = 96
     reward_model: str = "models/reward_model"  # scores replies to held-out general prompts (helpfulness)
 
+    @property
+    def names(self) -> list[str]:
+        """Every evaluation: the models, then the prompted ones (stages evaluate@ and evaluate_prompted@)."""
+        return [*self.models, *self.prompted]
+
 
 class GenerationParams(Section):
     backend: Literal["hf", "vllm"] = "hf"

@@ -224,18 +224,17 @@ def build(params: Params) -> dict:
         runs, mlflow_error = {}, f"{type(exc).__name__}: {exc}"
         print(f"report: MLflow store unavailable ({mlflow_error}); using plots/*.csv", file=sys.stderr)
     students = [m for m in models if m.startswith(STUDENT_PREFIX)] + [m for m in models if m == "student_rl"]
-    prompted = list(params.evaluate.prompted)
     return {
         "evaluate_data": params.evaluate.data,
-        "ladder": ladder_rows(models + prompted),
+        "ladder": ladder_rows(params.evaluate.names),
         "deltas": (read_json(METRICS / "ladder_deltas.json") or {}).get("deltas"),
-        "scaling": {m: read_json(METRICS / f"tts_{m}.json") for m in models + prompted},
+        "scaling": {m: read_json(METRICS / f"tts_{m}.json") for m in params.evaluate.names},
         "curves": {stage: rl_curve(stage, runs, experiment) for stage in GRPO_STAGES},
         "mlflow_error": mlflow_error,
         "rejection_sampling": read_json(METRICS / "rejection_sampling.json"),
         "teachers": ladder_rows([m for m in TEACHERS if m in models]),
         "students": ladder_rows(students),
-        "r1_zero": ladder_rows([m for m in prompted if params.evaluate.prompted[m].template_of == "r1_zero"]
+        "r1_zero": ladder_rows([m for m, spec in params.evaluate.prompted.items() if spec.template_of == "r1_zero"]
                                + ["r1_zero", "reasoning_rl"]),
         "provenance": provenance(runs, experiment),
     }
