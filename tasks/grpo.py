@@ -6,7 +6,8 @@
 
 Reads the stage's section of params.yaml (starting `model`, prompt `data`, reward weights, the GRPO knobs) and
 writes a plain model directory to models/<stage>, plus the per-step training curve (rewards per function, KL,
-completion length, loss) to plots/<stage>.csv for DVC plots. Checkpoints go to checkpoints/<stage> every
+completion length, loss) to plots/<stage>.csv for DVC plots, and the dev curve (the same rewards on held-out
+prompts, logged by TRL's evaluation) to plots/<stage>_dev.csv. Checkpoints go to checkpoints/<stage> every
 `save_steps`; a re-run after a crash resumes from the newest one.
 
 Every prompt has a `kind` and gets only the rewards of its kind (tasks/rewards.py PROMPT_KIND): reasoning prompts
@@ -47,6 +48,14 @@ def load_prompts(p: GRPOParams, params: Params) -> Dataset:
                                "language": params.prompt.language} for r in rows])
 
 
+def load_dev_prompts(p: GRPOParams, params: Params) -> Dataset:
+    """The held-out reasoning prompts of the dev curve."""
+    rows = read_jsonl(p.dev_data, required=("id", "prompt", "answer"), limit=p.dev_prompts)
+    return Dataset.from_list([{"prompt": with_system_prompt(r["prompt"], params.prompt.system),
+                               "answer": str(r["answer"]), "kind": "reasoning", "language": params.prompt.language}
+                              for r in rows])
+
+
 def reward_functions(p: GRPOParams, params: Params) -> tuple[list, list[float]]:
     """The stage's reward functions (weight > 0), each routed to the prompts of its kind, and their weights."""
     weights = {name: w for name, w in p.rewards.model_dump().items() if w > 0}
@@ -67,6 +76,9 @@ def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[
         temperature=p.temperature, top_p=p.top_p, beta=p.beta, epsilon=p.epsilon, num_iterations=p.num_iterations,
         loss_type=p.loss_type, scale_rewards=p.scale_rewards, reward_weights=reward_weights,
         warmup_steps=p.warmup_steps, lr_scheduler_type="constant_with_warmup", logging_steps=p.logging_steps,
+        eval_strategy="steps", eval_steps=p.eval_steps, eval_on_start=True,
+        per_device_eval_batch_size=p.per_device_train_batch_size,
+        num_generations_eval=p.num_generations_eval,
         save_steps=p.save_steps, save_total_limit=2, gradient_checkpointing=p.gradient_checkpointing,
         report_to=["mlflow"], seed=params.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode,
         vllm_server_host="127.0.0.1", vllm_server_port=p.vllm_server_port, vllm_server_timeout=p.vllm_server_timeout,
@@ -74,13 +86,15 @@ def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[
     )
 
 
-def write_curve(log_history: list[dict], path: Path, reward_names: list[str]) -> None:
+def write_curve(log_history: list[dict], path: Path, reward_names: list[str], prefix: str = "") -> None:
+    """The logged steps of training (prefix "") or of the dev evaluation (prefix "eval_") as a CSV for DVC plots."""
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = [*CURVE_KEYS[:3], *[f"rewards/{name}/mean" for name in reward_names], *CURVE_KEYS[3:]]
+    keys = keys[:1] + [prefix + key for key in keys[1:]]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(entry for entry in log_history if "reward" in entry)
+        writer.writerows(entry for entry in log_history if prefix + "reward" in entry)
 
 
 def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
@@ -98,15 +112,19 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     trainer = GRPOTrainer(
         model=p.model, reward_funcs=reward_funcs,
         args=grpo_config(stage, p, params, weights), train_dataset=load_prompts(p, params),
+        eval_dataset=load_dev_prompts(p, params),
         processing_class=tokenizer, peft_config=models.lora_config(p.lora),
     )
-    inputs = [p.model, p.data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams) else [])
+    inputs = [p.model, p.data, p.dev_data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams)
+                                              else [])
     resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(params, *inputs))
     trainer.train(resume_from_checkpoint=resume)
     tokenizer.response_template = response_template
     if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, trainer.processing_class, out)):
         models.write_provenance(out, stage, p.model, p)
-        write_curve(trainer.state.log_history, Path("plots") / f"{stage}.csv", [f.__name__ for f in reward_funcs])
+        names = [f.__name__ for f in reward_funcs]
+        write_curve(trainer.state.log_history, Path("plots") / f"{stage}.csv", names)
+        write_curve(trainer.state.log_history, Path("plots") / f"{stage}_dev.csv", names, prefix="eval_")
     last = [e for e in trainer.state.log_history if "reward" in e][-1]
     return {"final_reward": last["reward"], "final_completion_length": last["completions/mean_length"],
             "steps": trainer.state.global_step, "resumed": int(resume is not None),

@@ -107,24 +107,34 @@ class PromptParams(Section):
 
 class ToyWorldParams(Section):
     seed: int = 0
-    train_size: PositiveInt = 4000
-    test_size: PositiveInt = 200
+    # Pools of reasoning problems, disjoint by number tuple (tasks/toy_world.py POOLS; data/README.md says why).
+    test_size: int = Field(1000, ge=1)  # held out for evaluation, one phrasing per tuple
+    dev_size: int = Field(200, ge=1)  # held out for the dev curve logged during RL, one phrasing per tuple
     cold_start_size: PositiveInt = 1000
+    train_size: PositiveInt = 2000  # RL prompts
+    sampling_pool_size: PositiveInt = 2000  # rejection-sampling (and teacher-trace) prompts
+    corpus_size: PositiveInt = 4000  # worked problems in the pretraining corpus
+    step_weights: list[PositiveFloat] = Field([0.05, 0.45, 0.5], min_length=1, max_length=3)  # 1-, 2-, 3-step
+    phrasings_per_tuple: PositiveInt = 4  # training pools: wordings of one number tuple at most
     max_operand: int = Field(12, ge=2, le=99)
-    max_steps: int = Field(3, ge=1, le=3)
     max_value: int = Field(20, ge=4, le=999)  # every intermediate value stays in [1, max_value]
-    cold_start_terse_fraction: float = Field(0.5, ge=0, le=1)  # cold-start rows reasoning in one terse line
+    cold_start_terse_fraction: float = Field(0.3, ge=0, le=1)  # cold-start rows reasoning in one terse line
+    cold_start_french_fraction: float = Field(0.2, ge=0, le=1)  # cold-start rows reasoning in French
     french_fraction: float = Field(0.3, ge=0, le=1)  # share of the pretraining corpus reasoning in French
+    r1_form_fraction: float = Field(0.1, ge=0, le=1)  # share of the corpus in the R1 form, behind a header asking for it
     general_docs: PositiveInt = 500  # plain general-text documents in the pretraining corpus
     facts: PositiveInt = 40  # rows of the generated fact table (in the corpus; asked about by general tasks)
     general_test_size: PositiveInt = 40  # held-out general tasks
-    harmful_requests: PositiveInt = 40  # harmful requests (with refusals); benign look-alikes come with them
-    harmful_test_size: PositiveInt = 20  # held out for the refusal rate
+    harmful_requests: PositiveInt = 130  # harmful requests (with refusals); benign look-alikes come with them
+    harmful_test_size: PositiveInt = 100  # held out for the refusal rate
+    lookalike_test_size: PositiveInt = 60  # benign look-alikes held out for the needless-refusal rate
 
     @model_validator(mode="after")
-    def _cold_start_fits(self) -> ToyWorldParams:
-        if self.cold_start_size > self.train_size:
-            raise ValueError(f"cold_start_size ({self.cold_start_size}) must not exceed train_size ({self.train_size})")
+    def _fractions_fit(self) -> ToyWorldParams:
+        for a, b in (("cold_start_terse_fraction", "cold_start_french_fraction"),
+                     ("french_fraction", "r1_form_fraction")):
+            if getattr(self, a) + getattr(self, b) > 1:
+                raise ValueError(f"{a} + {b} must not exceed 1")
         if self.harmful_test_size >= self.harmful_requests:
             raise ValueError(f"harmful_test_size ({self.harmful_test_size}) must be below harmful_requests "
                              f"({self.harmful_requests})")
@@ -231,6 +241,12 @@ class GRPOParams(Section):
     model: str = "models/cold_start_sft"
     data: str = "data/toy/train.jsonl"
     num_prompts: PositiveInt | None = None  # use the first N prompts of `data` (None: all)
+    # The dev curve: TRL's evaluation on the first `dev_prompts` held-out prompts of `dev_data`, every `eval_steps`
+    # and before the first step, `num_generations_eval` samples each (eval_* columns of plots/<stage>_dev.csv).
+    dev_data: str = "data/toy/dev.jsonl"
+    dev_prompts: PositiveInt = 128
+    num_generations_eval: PositiveInt = 2
+    eval_steps: PositiveInt = 20
     rewards: RewardWeights = RewardWeights()
     max_steps: PositiveInt = 80
     learning_rate: PositiveFloat = 1e-4
@@ -245,7 +261,7 @@ class GRPOParams(Section):
     epsilon: PositiveFloat = 0.2
     num_iterations: PositiveInt = 1
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo"] = "dapo"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    scale_rewards: Literal["group", "batch", "none"] = "batch"
     warmup_steps: float = Field(0.0, ge=0)
     logging_steps: PositiveInt = 5
     save_steps: PositiveInt = 20
@@ -267,6 +283,9 @@ class GRPOParams(Section):
     def _generation_batch(self) -> GRPOParams:
         if self.prompt_template is not None and self.prompt_template.count("{prompt}") != 1:
             raise ValueError("prompt_template must contain the slot {prompt} exactly once")
+        if self.per_device_train_batch_size % self.num_generations_eval:
+            raise ValueError(f"num_generations_eval ({self.num_generations_eval}) must divide "
+                             f"per_device_train_batch_size ({self.per_device_train_batch_size}), the eval batch")
         batch = self.generation_batch_size or self.per_device_train_batch_size * self.gradient_accumulation_steps
         if batch % self.num_generations:
             name = "generation_batch_size" if self.generation_batch_size else "per_device_train_batch_size"

@@ -8,8 +8,9 @@ from tasks.params import ToyWorldParams, validate
 from tasks.tracking import run_training
 from tests.tiny import TINY
 
-TOY = ToyWorldParams(train_size=60, test_size=8, cold_start_size=16, general_docs=4, facts=6, general_test_size=4,
-                     harmful_requests=10, harmful_test_size=5)
+TOY = ToyWorldParams(train_size=60, test_size=8, dev_size=4, cold_start_size=16, sampling_pool_size=20, corpus_size=60,
+                     general_docs=4, facts=6, general_test_size=4, harmful_requests=10, harmful_test_size=5,
+                     lookalike_test_size=4)
 
 
 def files(folder):
@@ -66,7 +67,7 @@ def test_the_toy_base_model_is_the_same_twice(tmp_path, monkeypatch):
     # process left it), so the stage seeds it; unseeded, each `base_model` run gave another base, and every stage
     # after it other numbers.
     monkeypatch.chdir(tmp_path)
-    train, _ = toy_world.generate_problems(0, 40, 10, 12, 3)
+    train = toy_world.generate_pools(0, {"corpus": 40})["corpus"]
     texts = [p.text() + "\n" + toy_world.r1_completion(p.reasoning(), p.answer) for p in train]
     tokenizer = models.build_toy_tokenizer(texts, TINY.vocab_size)
     p = TINY.model_copy(update={"epochs": 1.0, "batch_size": 8, "seq_len": 64})

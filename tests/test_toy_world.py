@@ -1,11 +1,16 @@
 import hashlib
 import re
+from collections import Counter
+
+import pytest
 
 from tasks import prepare_data, toy_world
 from tasks.data import read_jsonl
 from tasks.params import ToyWorldParams
 
-SMALL = ToyWorldParams(train_size=300, test_size=40, cold_start_size=50, general_docs=20)
+SMALL = ToyWorldParams(train_size=300, test_size=100, dev_size=40, cold_start_size=200, sampling_pool_size=200,
+                       corpus_size=400, general_docs=20)
+REASONING_FILES = ("train", "sampling_pool", "dev", "test", "cold_start")
 
 
 def digest(folder):
@@ -24,22 +29,64 @@ def test_other_seed_gives_other_problems(tmp_path):
     assert digest(tmp_path / "a")["train.jsonl"] != digest(tmp_path / "b")["train.jsonl"]
 
 
-def test_splits_are_disjoint_by_text_and_by_numbers():
-    train, test = toy_world.generate_problems(0, 2000, 200, 12, 3)
-    assert len(train) == 2000 and len(test) == 200
-    assert not {p.text() for p in train} & {p.text() for p in test}
-    assert not {p.numbers for p in train} & {p.numbers for p in test}
+PHRASES = {re.escape(text.split(" {n}")[0]): op for op, forms in toy_world.OPERATIONS.items() for text, _ in forms}
 
 
-def test_problems_have_one_to_three_steps_and_consistent_gold_reasoning():
-    train, _ = toy_world.generate_problems(3, 500, 50, 12, 3)
-    assert {len(p.ops) for p in train} == {1, 2, 3}
-    for problem in train:
+def number_tuple(problem_text: str) -> tuple:
+    """The arithmetic of a problem read back from its words alone: the start, then (operator, operand) per step."""
+    start = int(re.search(r" has (\d+) ", problem_text).group(1))
+    steps = re.findall(r"(?:She|He|Then she|Then he) (" + "|".join(PHRASES) + r") (\d+)", problem_text)
+    return (start, *((PHRASES[re.escape(phrase)], int(n)) for phrase, n in steps))
+
+
+def test_written_pools_are_disjoint_by_number_tuple(tmp_path):
+    # Read from the files a stage reads: no tuple of the RL prompts, the sampling pool, dev or test is in the
+    # pretraining corpus or the cold-start set, and no two pools share one.
+    prepare_data.run(SMALL, tmp_path)
+    tuples = {name: [number_tuple(r["prompt"][-1]["content"]) for r in read_jsonl(tmp_path / f"{name}.jsonl")]
+              for name in REASONING_FILES}
+    corpus = [r["text"] for r in read_jsonl(tmp_path / "corpus.jsonl") if r["source"].startswith("toy_arith")]
+    tuples["corpus"] = [number_tuple(re.search(r"Problem: (.*)", text).group(1)) for text in corpus]
+    assert len(tuples["corpus"]) == SMALL.corpus_size
+    names = list(tuples)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not set(tuples[a]) & set(tuples[b]), (a, b)
+    # Held-out pools: one phrasing per tuple, so each row is an independent item; training pools at most 4.
+    assert len(set(tuples["test"])) == SMALL.test_size and len(set(tuples["dev"])) == SMALL.dev_size
+    for name in ("train", "cold_start", "corpus"):
+        assert max(Counter(tuples[name]).values()) <= SMALL.phrasings_per_tuple
+
+
+def test_every_pool_has_the_same_step_mix():
+    pools = toy_world.generate_pools(0, {"test": 1000, "train": 2000, "corpus": 4000})
+    for name, problems in pools.items():
+        if not problems:
+            continue
+        steps = Counter(len(p.ops) for p in problems)
+        assert [steps[k] / len(problems) for k in (1, 2, 3)] == pytest.approx([0.05, 0.45, 0.5], abs=0.002), name
+    # Tuples are drawn uniformly within a step count: no tuple dominates the test split.
+    assert max(Counter(p.numbers for p in pools["test"]).values()) == 1
+
+
+def test_problems_have_consistent_gold_reasoning():
+    problems = toy_world.generate_pools(3, {"train": 500})["train"]
+    assert {len(p.ops) for p in problems} == {1, 2, 3}
+    for problem in problems:
         steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", problem.reasoning())
         assert len(steps) == len(problem.ops)
         for a, op, b, c in steps:
             assert toy_world.apply(int(a), op, int(b)) == int(c)
         assert int(steps[-1][3]) == problem.answer > 0
+        assert all(1 <= v <= 20 for v in problem.values())
+        assert number_tuple(problem.text()) == problem.numbers
+
+
+def test_impossible_sizes_fail_clearly():
+    with pytest.raises(ValueError, match="cannot make a test pool of 100000 problems.*1-step"):
+        toy_world.generate_pools(0, {"test": 100_000})
+    with pytest.raises(ValueError, match="unknown pools"):
+        toy_world.generate_pools(0, {"validation": 10})
 
 
 def test_cold_start_rows_are_in_the_r1_format(tmp_path):
@@ -53,6 +100,7 @@ def test_cold_start_rows_are_in_the_r1_format(tmp_path):
         assert row["prompt"][0]["role"] == "user"
         terse = row["source"] == "toy_arith_terse"
         assert ("\n" not in match.group(1)) == terse
+        assert ("commence avec" in match.group(1)) == (row["source"] == "toy_arith_french")
         if terse:  # the one line is the whole chain, nested from the left, equal to the answer
             expression, result = match.group(1).rstrip(".").split(" = ")
             first, *rest = re.findall(r"\d+|[-+*]", expression.replace("(", "").replace(")", ""))
@@ -60,25 +108,27 @@ def test_cold_start_rows_are_in_the_r1_format(tmp_path):
             for op, n in zip(rest[::2], rest[1::2]):
                 value = toy_world.apply(value, op, int(n))
             assert result == row["answer"] and value == int(result)
-    terse_share = sum(r["source"] == "toy_arith_terse" for r in rows) / len(rows)
-    assert 0.3 < terse_share < 0.7
+    shares = Counter(r["source"] for r in rows)
+    assert 0.2 < shares["toy_arith_terse"] / len(rows) < 0.4
+    assert 0.12 < shares["toy_arith_french"] / len(rows) < 0.28
 
 
-def test_corpus_is_plain_text_with_some_french_reasoning(tmp_path):
+def test_corpus_is_plain_text_with_french_and_r1_form_reasoning(tmp_path):
     prepare_data.run(SMALL, tmp_path)
     rows = read_jsonl(tmp_path / "corpus.jsonl", required=("id", "text", "source"))
-    assert not any("<|im_start|>" in r["text"] or "<think>" in r["text"] for r in rows)
+    assert not any("<|im_start|>" in r["text"] for r in rows)
     french = [r for r in rows if r["source"] == "toy_arith_fr"]
-    assert 0.15 * SMALL.train_size < len(french) < 0.45 * SMALL.train_size
+    assert 0.15 * SMALL.corpus_size < len(french) < 0.45 * SMALL.corpus_size
     assert all("commence avec" in r["text"] for r in french)
+    # The tags occur only in R1-form documents, each behind the header that asks for them (R1-Zero's prompt asks
+    # the same): a base model emits them when asked, and only then.
+    r1_form = [r for r in rows if "<think>" in r["text"]]
+    assert {r["source"] for r in r1_form} == {"toy_arith_r1"}
+    assert 0.04 * SMALL.corpus_size < len(r1_form) < 0.16 * SMALL.corpus_size
+    assert all(r["text"].startswith(toy_world.R1_FORM_HEADER + "\nProblem: ") for r in r1_form)
+    assert all(re.search(r"Solution: <think>\n.+\n</think>\nThe answer is \\boxed\{\d+\}\.$", r["text"], re.S)
+               for r in r1_form)
     assert sum(r["source"] == "toy_general" for r in rows) == SMALL.general_docs
-
-
-def test_impossible_sizes_fail_clearly():
-    import pytest
-
-    with pytest.raises(ValueError, match="cannot make"):
-        toy_world.generate_problems(0, 100_000, 10, 2, 1)
 
 
 def test_safety_rows_split_harmful_requests_and_benign_lookalikes():
@@ -127,3 +177,13 @@ def test_prepare_data_writes_preferences_on_held_out_prompts(tmp_path):
     assert {r["prompt"][-1]["content"] for r in test} <= held_out
     assert not {r["prompt"][-1]["content"] for r in train} & held_out
     assert sum(r["kind"] == "harmful" for r in general_test) == SMALL.harmful_test_size
+
+
+def test_default_world_holds_out_enough_safety_prompts(tmp_path):
+    # The refusal and needless-refusal rates each rest on at least 100 held-out prompts.
+    p = ToyWorldParams(test_size=10, dev_size=4, cold_start_size=10, train_size=10, sampling_pool_size=10,
+                       corpus_size=10, general_docs=2)
+    prepare_data.run(p, tmp_path)
+    kinds = Counter(r["kind"] for r in read_jsonl(tmp_path / "general_test.jsonl"))
+    assert kinds["harmful"] >= 100 and kinds["general"] >= 100
+    assert sum(r["source"].startswith("toy_lookalike") for r in read_jsonl(tmp_path / "general_test.jsonl")) == 60

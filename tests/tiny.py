@@ -13,7 +13,7 @@ TINY = BaseModelParams(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2
 
 
 def build_tiny_model(out: Path) -> Path:
-    train, _ = toy_world.generate_problems(0, 200, 10, 12, 3)
+    train = toy_world.generate_pools(0, {"corpus": 200})["corpus"]
     texts = [p.text() + "\n" + toy_world.r1_completion(p.reasoning(), p.answer) for p in train]
     tokenizer = models.build_toy_tokenizer(texts, TINY.vocab_size)
     torch.manual_seed(0)
