@@ -21,7 +21,7 @@ PREFECT_PORT ?= 4200
 PREFECT_API_URL ?= http://$(HOST):$(PREFECT_PORT)/api
 
 .PHONY: help venv run repro report report-check test test-fast lint real-tokenizer bench bench-load bench-gpu mlflow-ui prefect-server \
-	serve clean
+	serve clean seeds
 
 .DEFAULT_GOAL := help
 
@@ -46,6 +46,9 @@ repro: venv  ## the same stages with DVC alone
 # The report from whatever this workspace holds, not `dvc repro report`: that would first re-run every stale upstream
 # stage (training), and refuse to run after a partial run; the report says what is missing instead. `make run` and
 # `dvc repro` build it too, as the last DVC stage.
+seeds: venv  ## the headline deltas under the 3 seeds of params.yaml (after `make run`) -> metrics/seeds.json
+	$(PY) -m tasks.seeds
+
 report: venv  ## reports/report.html (self-contained) and reports/report.json
 	$(PY) -m tasks.report
 

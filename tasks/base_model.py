@@ -5,7 +5,7 @@ stage `student_base@NAME`: the base of a smaller distillation student, written t
     python -m tasks.base_model --student tiny
 
 - source "toy": train a byte-level BPE tokenizer on the toy corpus and pretrain a tiny LlamaForCausalLM on it
-  (plain text, no chat format) with TRL's SFTTrainer in packed language-modelling mode.
+  (plain text, no chat format, one whole document per row) with TRL's SFTTrainer in language-modelling mode.
 - source "pretrained": resolve a Hugging Face id or a local directory (`model_name_or_path`) and save it as the
   base, with its own tokenizer and chat template.
 """
@@ -37,8 +37,9 @@ def pretrain_toy(p: BaseModelParams, params: Params, texts: list[str], tokenizer
     model = LlamaForCausalLM(models.tiny_llama_config(p, tokenizer))
     config = SFTConfig(
         output_dir=str(checkpoints), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
-        per_device_train_batch_size=p.batch_size, max_length=p.seq_len, packing=True,
-        packing_strategy="wrapped", dataset_text_field="text", lr_scheduler_type="cosine", warmup_steps=0.05,
+        # One document per row, never cut: packed and wrapped at seq_len, most worked problems were split, and the
+        # model learnt to write solutions without their problem in view (it could not copy a problem's numbers).
+        per_device_train_batch_size=p.batch_size, max_length=p.seq_len, packing=False, dataset_text_field="text", lr_scheduler_type="cosine", warmup_steps=0.05,
         weight_decay=0.01, gradient_checkpointing=p.gradient_checkpointing, logging_steps=20, save_strategy="no",
         report_to=["mlflow"], seed=params.seed,
         disable_tqdm=False, **models.trainer_kwargs(params.runtime),

@@ -113,7 +113,7 @@ class ToyWorldParams(Section):
     cold_start_size: PositiveInt = 1000
     train_size: PositiveInt = 2000  # RL prompts
     sampling_pool_size: PositiveInt = 2000  # rejection-sampling (and teacher-trace) prompts
-    corpus_size: PositiveInt = 4000  # worked problems in the pretraining corpus
+    corpus_size: PositiveInt = 3000  # worked problems in the pretraining corpus
     step_weights: list[PositiveFloat] = Field([0.05, 0.45, 0.5], min_length=1, max_length=3)  # 1-, 2-, 3-step
     phrasings_per_tuple: PositiveInt = 4  # training pools: wordings of one number tuple at most
     max_operand: int = Field(12, ge=2, le=99)
@@ -121,7 +121,8 @@ class ToyWorldParams(Section):
     cold_start_terse_fraction: float = Field(0.3, ge=0, le=1)  # cold-start rows reasoning in one terse line
     cold_start_french_fraction: float = Field(0.2, ge=0, le=1)  # cold-start rows reasoning in French
     french_fraction: float = Field(0.3, ge=0, le=1)  # share of the pretraining corpus reasoning in French
-    r1_form_fraction: float = Field(0.1, ge=0, le=1)  # share of the corpus in the R1 form, behind a header asking for it
+    r1_form_fraction: float = Field(0.05, ge=0, le=1)  # share of the corpus in the R1 form, behind a header for it
+    arithmetic_docs: int = Field(1000, ge=0)  # drill documents of single steps ("7 + 5 = 12.") in the corpus
     general_docs: PositiveInt = 500  # plain general-text documents in the pretraining corpus
     facts: PositiveInt = 40  # rows of the generated fact table (in the corpus; asked about by general tasks)
     general_test_size: PositiveInt = 40  # held-out general tasks
@@ -175,7 +176,7 @@ class BaseModelParams(Section):
     epochs: PositiveFloat = 4.0
     learning_rate: PositiveFloat = 3e-3
     batch_size: PositiveInt = 16
-    seq_len: PositiveInt = 128
+    seq_len: PositiveInt = 160
     gradient_checkpointing: bool = False  # trades compute for memory: on for big models, off for tiny ones
 
     def training_memory_bytes(self) -> int:
@@ -420,6 +421,22 @@ R1_ZERO_TEMPLATE = ("A conversation between User and Assistant. The Assistant fi
                     "in <think> </think>, then gives the final answer in \\boxed{}.\nProblem: {prompt}\nSolution:")
 
 
+class SeedsParams(Section):
+    # `make seeds` (tasks/seeds.py): the headline deltas under other seeds. Seed s sets toy_world.seed = s and
+    # seed = <seed> + s; seed 0 is the workspace's own run. Fixed before looking at any of their numbers.
+    seeds: list[int] = Field([0, 1, 2], min_length=2)
+    models: list[str] = ["base", "cold_start_sft", "reasoning_rl", "r1_zero"]  # evaluations the deltas need
+    prompted: list[str] = ["base_r1_zero_prompt"]
+    dir: str = "seeds"  # seeds/seed-<s>/: one folder per seed (not a DVC workspace)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct and not negative, got {seeds}")
+        return seeds
+
+
 class Params(Section):
     seed: int = 42
     runtime: RuntimeParams = RuntimeParams()
@@ -443,8 +460,17 @@ class Params(Section):
     student_cold_start: SFTParams = SFTParams(model="models/student_base/tiny")
     student_rl: GRPOParams = GRPOParams(model="models/student_cold_start")
     evaluate: EvaluateParams = EvaluateParams()
+    seeds: SeedsParams = SeedsParams()
     registry: RegistryParams = RegistryParams()
     promotion: PromotionParams = PromotionParams()
+
+    @model_validator(mode="after")
+    def _seeds_evaluated(self) -> Params:
+        missing = [m for m in self.seeds.models if m not in self.evaluate.models]
+        missing += [m for m in self.seeds.prompted if m not in self.evaluate.prompted]
+        if missing:
+            raise ValueError(f"seeds: {missing} not in evaluate.models / evaluate.prompted")
+        return self
 
     @model_validator(mode="after")
     def _comparable(self) -> Params:

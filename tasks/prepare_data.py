@@ -21,6 +21,7 @@ preferences_train.jsonl (preference pairs).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -57,7 +58,8 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
         "cold_start": write_jsonl(out / "cold_start.jsonl", toy_world.cold_start_rows(
             pools["cold_start"], p.cold_start_terse_fraction, p.seed, p.cold_start_french_fraction)),
         "corpus": write_jsonl(out / "corpus.jsonl", toy_world.corpus_rows(
-            pools["corpus"], p.general_docs, p.french_fraction, p.seed, facts, p.r1_form_fraction)),
+            pools["corpus"], p.general_docs, p.french_fraction, p.seed, facts, p.r1_form_fraction,
+            toy_world.arithmetic_docs(random.Random(p.seed + 7), p.arithmetic_docs, p.max_operand, p.max_value))),
         "general_train": write_jsonl(out / "general_train.jsonl", general_train),
         "general_test": write_jsonl(out / "general_test.jsonl", general_test),
         "preferences_train": write_jsonl(out / "preferences_train.jsonl",

@@ -218,7 +218,8 @@ def cold_start_row(problem: Problem, index: int, style: str = "steps") -> dict:
     }
 
 
-def cold_start_rows(problems: list[Problem], terse_fraction: float, seed: int, french_fraction: float = 0.0) -> list[dict]:
+def cold_start_rows(problems: list[Problem], terse_fraction: float, seed: int,
+                    french_fraction: float = 0.0) -> list[dict]:
     """Cold-start rows; a share of them with terse reasoning, as hand-written chains of thought often are, and a
     share reasoning in French, as a multilingual annotator pool writes them.
 
@@ -251,13 +252,32 @@ def general_sentence(rng: random.Random) -> str:
 R1_FORM_HEADER = "Think in <think> </think>, then give the answer in \\boxed{}."
 
 
+def arithmetic_facts(max_operand: int, max_value: int) -> list[str]:
+    """Every single step the world's problems can take ("7 + 5 = 12"), in a fixed order."""
+    facts = []
+    for value in range(1, max_value + 1):
+        facts += [f"{value} + {n} = {value + n}" for n in range(1, min(max_operand, max_value - value) + 1)]
+        facts += [f"{value} - {n} = {value - n}" for n in range(1, value)]
+        facts += [f"{value} * {n} = {value * n}" for n in range(2, min(3, max_value // value) + 1)]
+    return facts
+
+
+def arithmetic_docs(rng: random.Random, count: int, max_operand: int, max_value: int, per_doc: int = 12) -> list[str]:
+    """Drill documents of single steps, as a web corpus has arithmetic tables: a tiny model learns the sums from
+    them, so that what its chains of thought get wrong is the chaining, not 12 + 1."""
+    facts = arithmetic_facts(max_operand, max_value)
+    return ["\n".join(f"{fact}." for fact in rng.sample(facts, per_doc)) for _ in range(count)]
+
+
 def corpus_rows(problems: list[Problem], general_docs: int, french_fraction: float, seed: int,
-                facts: list[tuple[str, str]] = (), r1_form_fraction: float = 0.0) -> list[dict]:
+                facts: list[tuple[str, str]] = (), r1_form_fraction: float = 0.0, arithmetic: list[str] = ()
+                ) -> list[dict]:
     """Plain-text pretraining documents (no chat format): worked problems, some in French and some in the R1 form
-    (behind a header asking for it), general text, and the fact table (the only place a model can learn the facts
-    that general tasks ask about)."""
+    (behind a header asking for it), arithmetic drills, general text, and the fact table (the only place a model can
+    learn the facts that general tasks ask about)."""
     rng = random.Random(seed + 1)
-    rows = []
+    rows = [{"id": f"toy-corpus-a{i:05d}", "source": "toy_arithmetic", "text": text}
+            for i, text in enumerate(arithmetic)]
     for i, problem in enumerate(problems):
         draw = rng.random()
         if draw < r1_form_fraction:

@@ -9,7 +9,8 @@ from tasks.tracking import run_training
 from tests.tiny import TINY
 
 TOY = ToyWorldParams(train_size=60, test_size=8, dev_size=4, cold_start_size=16, sampling_pool_size=20, corpus_size=60,
-                     general_docs=4, facts=6, general_test_size=4, harmful_requests=10, harmful_test_size=5,
+                     arithmetic_docs=4, general_docs=4, facts=6, general_test_size=4,
+                     harmful_requests=10, harmful_test_size=5,
                      lookalike_test_size=4)
 
 

@@ -108,7 +108,8 @@ def test_prepare_data_appends_the_accepted_rows(tmp_path, monkeypatch):
     (write_extra / "preferences.jsonl").write_text("")  # nothing accepted yet: an empty file, as in git
     write(write_extra / "prompts.jsonl", [{**PROMPT, "id": "incoming:p1"}])
     p = ToyWorldParams(train_size=40, test_size=8, dev_size=4, cold_start_size=8, sampling_pool_size=8, corpus_size=40,
-                       general_docs=4, facts=6, general_test_size=4, harmful_requests=10, harmful_test_size=5,
+                       arithmetic_docs=4, general_docs=4, facts=6, general_test_size=4,
+                       harmful_requests=10, harmful_test_size=5,
                        lookalike_test_size=4)
     counts = prepare_data.run(p, tmp_path / "out")
     train = read_jsonl(tmp_path / "out" / "train.jsonl")

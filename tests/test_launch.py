@@ -31,8 +31,9 @@ def workspace(tmp_path: Path, tiny: Path, stage: str, section: dict, runtime: di
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     params = {"runtime": {"device": "cpu", **runtime}, "tracking": {"experiment": experiment},
               stage: {"model": str(tiny), "data": "data.jsonl", **section}}
-    if "max_steps" in section:  # the distill-vs-RL comparison's one RL budget
+    if "max_steps" in section:  # a GRPO stage: the distill-vs-RL comparison's one RL budget, the dev curve's prompts
         params["student_rl"] = {"max_steps": section["max_steps"]}
+        params[stage]["dev_data"] = "data.jsonl"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 

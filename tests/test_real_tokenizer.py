@@ -117,8 +117,10 @@ def workspace(qwen, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(path)
         raw = {"runtime": {"device": "cpu"}, "prompt": {"system": R1_SYSTEM},
-               "toy_world": {"train_size": 40, "test_size": 4, "dev_size": 4, "cold_start_size": 2, "sampling_pool_size": 8,
-                             "corpus_size": 40, "general_docs": 5, "facts": 8, "general_test_size": 2,
+               "toy_world": {"train_size": 40, "test_size": 4, "dev_size": 4, "cold_start_size": 2,
+                             "sampling_pool_size": 8, "corpus_size": 40, "general_docs": 5, "arithmetic_docs": 4,
+                             "facts": 8,
+                             "general_test_size": 2,
                              "harmful_requests": 6, "harmful_test_size": 2, "lookalike_test_size": 2},
                "base_model": {"source": "pretrained", "model_name_or_path": str(qwen)},
                "cold_start_sft": {**SFT, "assistant_only_loss": True}, "reasoning_rl": RL, "student_rl": RL,

@@ -58,7 +58,8 @@ def test_scorer_and_reward_functions(tiny, tmp_path):
 def test_training_raises_held_out_pairwise_accuracy_above_chance(tiny, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prepare_data.run(ToyWorldParams(train_size=20, test_size=20, dev_size=4, cold_start_size=20, sampling_pool_size=20,
-                                     corpus_size=20, general_docs=10, harmful_requests=40, harmful_test_size=20,
+                                     corpus_size=20, arithmetic_docs=4, general_docs=10,
+                                     harmful_requests=40, harmful_test_size=20,
                                      lookalike_test_size=45), tmp_path / "d")
     untrained = reward_model.pairwise_accuracy(
         RewardModelScorer(build_tiny_reward_model(tiny, tmp_path / "head"), CPU),

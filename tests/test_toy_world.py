@@ -9,7 +9,7 @@ from tasks.data import read_jsonl
 from tasks.params import ToyWorldParams
 
 SMALL = ToyWorldParams(train_size=300, test_size=100, dev_size=40, cold_start_size=200, sampling_pool_size=200,
-                       corpus_size=400, general_docs=20)
+                       corpus_size=400, arithmetic_docs=4, general_docs=20)
 REASONING_FILES = ("train", "sampling_pool", "dev", "test", "cold_start")
 
 
@@ -129,6 +129,11 @@ def test_corpus_is_plain_text_with_french_and_r1_form_reasoning(tmp_path):
     assert all(re.search(r"Solution: <think>\n.+\n</think>\nThe answer is \\boxed\{\d+\}\.$", r["text"], re.S)
                for r in r1_form)
     assert sum(r["source"] == "toy_general" for r in rows) == SMALL.general_docs
+    drills = [r["text"] for r in rows if r["source"] == "toy_arithmetic"]
+    assert len(drills) == SMALL.arithmetic_docs
+    for line in "\n".join(drills).splitlines():  # every drilled step is right, and in the world's ranges
+        a, op, b, c = re.fullmatch(r"(\d+) ([-+*]) (\d+) = (\d+)\.", line).groups()
+        assert toy_world.apply(int(a), op, int(b)) == int(c) and 1 <= int(c) <= SMALL.max_value
 
 
 def test_safety_rows_split_harmful_requests_and_benign_lookalikes():
@@ -182,7 +187,7 @@ def test_prepare_data_writes_preferences_on_held_out_prompts(tmp_path):
 def test_default_world_holds_out_enough_safety_prompts(tmp_path):
     # The refusal and needless-refusal rates each rest on at least 100 held-out prompts.
     p = ToyWorldParams(test_size=10, dev_size=4, cold_start_size=10, train_size=10, sampling_pool_size=10,
-                       corpus_size=10, general_docs=2)
+                       corpus_size=10, arithmetic_docs=4, general_docs=2)
     prepare_data.run(p, tmp_path)
     kinds = Counter(r["kind"] for r in read_jsonl(tmp_path / "general_test.jsonl"))
     assert kinds["harmful"] >= 100 and kinds["general"] >= 100

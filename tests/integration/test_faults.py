@@ -26,7 +26,8 @@ OVERRIDES = {"cold_start_sft.model": "models/start", "cold_start_sft.data": "dat
              "cold_start_sft.epochs": 4.0, "cold_start_sft.batch_size": 2, "cold_start_sft.save_steps": 4,
              "tracking.experiment": "faults"}
 TOY = ToyWorldParams(train_size=40, test_size=4, dev_size=4, cold_start_size=16, sampling_pool_size=8, corpus_size=40,
-                     general_docs=2, facts=4, general_test_size=2, harmful_requests=4, harmful_test_size=2,
+                     arithmetic_docs=4, general_docs=2, facts=4, general_test_size=2,
+                     harmful_requests=4, harmful_test_size=2,
                      lookalike_test_size=2)
 
 

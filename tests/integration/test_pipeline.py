@@ -55,6 +55,9 @@ def test_recipe_runs_through_prefect_and_dvc(workspace, prefect_harness):
     assert all(d["ci95"][0] <= d["delta"] <= d["ci95"][1] for d in deltas)
     curve = (workspace / "plots" / "reasoning_rl.csv").read_text().splitlines()
     assert curve[0].startswith("step,reward") and len(curve) == 3  # header + one row per logged step
+    dev = (workspace / "plots" / "reasoning_rl_dev.csv").read_text().splitlines()
+    assert dev[0].startswith("step,eval_reward") and len(dev) >= 2  # TRL's evaluation before the first step
+    assert "eval_rewards/accuracy_reward/mean" in dev[0].split(",")
     assert all(model in ladder for model in EVALUATED)
     report = json.loads((workspace / "metrics" / "rejection_sampling.json").read_text())
     assert report["samples"] == 12 * 2 and report["prompts"] == 12
