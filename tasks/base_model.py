@@ -39,7 +39,8 @@ def pretrain_toy(p: BaseModelParams, params: Params, texts: list[str], tokenizer
         output_dir=str(checkpoints), num_train_epochs=p.epochs, learning_rate=p.learning_rate,
         # One document per row, never cut: packed and wrapped at seq_len, most worked problems were split, and the
         # model learnt to write solutions without their problem in view (it could not copy a problem's numbers).
-        per_device_train_batch_size=p.batch_size, max_length=p.seq_len, packing=False, dataset_text_field="text", lr_scheduler_type="cosine", warmup_steps=0.05,
+        per_device_train_batch_size=p.batch_size, max_length=p.seq_len, packing=False, dataset_text_field="text",
+        lr_scheduler_type="cosine", warmup_steps=0.05,
         weight_decay=0.01, gradient_checkpointing=p.gradient_checkpointing, logging_steps=20, save_strategy="no",
         report_to=["mlflow"], seed=params.seed,
         disable_tqdm=False, **models.trainer_kwargs(params.runtime),

@@ -363,7 +363,7 @@ class RegistryParams(Section):
 
 class RejectionSamplingParams(Section):
     model: str = "models/reasoning_rl"
-    data: str = "data/toy/train.jsonl"  # the prompt pool
+    data: str = "data/toy/sampling_pool.jsonl"  # the prompt pool, apart from RL's
     num_prompts: PositiveInt | None = 2000  # the first N prompts of `data` (None: all)
     samples_per_prompt: PositiveInt = 4  # k
     temperature: PositiveFloat = 0.7
@@ -463,14 +463,6 @@ class Params(Section):
     seeds: SeedsParams = SeedsParams()
     registry: RegistryParams = RegistryParams()
     promotion: PromotionParams = PromotionParams()
-
-    @model_validator(mode="after")
-    def _seeds_evaluated(self) -> Params:
-        missing = [m for m in self.seeds.models if m not in self.evaluate.models]
-        missing += [m for m in self.seeds.prompted if m not in self.evaluate.prompted]
-        if missing:
-            raise ValueError(f"seeds: {missing} not in evaluate.models / evaluate.prompted")
-        return self
 
     @model_validator(mode="after")
     def _comparable(self) -> Params:

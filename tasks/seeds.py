@@ -110,6 +110,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, action="append", help="run only this seed (repeatable)")
     args = parser.parse_args()
     params = load_params()
+    missing = [m for m in params.seeds.models if m not in params.evaluate.models]
+    missing += [m for m in params.seeds.prompted if m not in params.evaluate.prompted]
+    if missing:
+        parser.error(f"seeds.models / seeds.prompted name {missing}, which are not in evaluate.models / "
+                     "evaluate.prompted: seed 0 is the workspace's run and needs those evaluations")
     chosen = args.seed or params.seeds.seeds
     unknown = sorted(set(chosen) - set(params.seeds.seeds))
     if unknown:

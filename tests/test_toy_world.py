@@ -45,7 +45,8 @@ def test_written_pools_are_disjoint_by_number_tuple(tmp_path):
     prepare_data.run(SMALL, tmp_path)
     tuples = {name: [number_tuple(r["prompt"][-1]["content"]) for r in read_jsonl(tmp_path / f"{name}.jsonl")]
               for name in REASONING_FILES}
-    corpus = [r["text"] for r in read_jsonl(tmp_path / "corpus.jsonl") if r["source"].startswith("toy_arith")]
+    corpus = [r["text"] for r in read_jsonl(tmp_path / "corpus.jsonl")
+              if r["source"] in ("toy_arith", "toy_arith_fr", "toy_arith_r1")]  # worked problems, not drills
     tuples["corpus"] = [number_tuple(re.search(r"Problem: (.*)", text).group(1)) for text in corpus]
     assert len(tuples["corpus"]) == SMALL.corpus_size
     names = list(tuples)
