@@ -394,7 +394,7 @@ class EvaluateParams(Section):
     general_data: str | None = "data/toy/general_test.jsonl"  # held-out non-reasoning tasks (None: skip)
     limit: int | None = Field(None, ge=2)  # evaluate the first N problems (None: all); intervals need 2 or more
     # n samples a problem: pass@1 (averaged), maj@n, and the pass@k / maj@k / best-of-N curves for k = 1, 2, 4, ..., n
-    num_samples: int = Field(8, ge=2)
+    num_samples: int = Field(4, ge=2)
     bootstrap_resamples: int = Field(2000, ge=200)  # 95% intervals: problems resampled with their samples
     bootstrap_seed: int = 0
     temperature: PositiveFloat = 0.6  # R1's evaluation setting
