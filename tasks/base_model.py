@@ -20,10 +20,10 @@ from datasets import Dataset
 from transformers import LlamaForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from tasks import models
-from tasks.data import read_jsonl
-from tasks.params import BaseModelParams, Params, load_params
-from tasks.tracking import log_metrics, stage_run
+from tasks.blocks import models
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.params import BaseModelParams, Params, load_params
+from tasks.blocks.tracking import log_metrics, stage_run
 
 CORPUS = Path("data/toy/corpus.jsonl")
 COLD_START = Path("data/toy/cold_start.jsonl")

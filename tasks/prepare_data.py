@@ -7,7 +7,7 @@ Outputs (JSON Lines, fields documented in data/README.md):
     data/toy/test.jsonl        held-out problems for evaluation (same fields)
     data/toy/cold_start.jsonl  prompt/completion pairs in the R1 output format for cold-start SFT
     data/toy/corpus.jsonl      plain-text pretraining documents for the toy base model (id, source, text)
-The reasoning files come from disjoint sets of number tuples (tasks/toy_world.py generate_pools).
+The reasoning files come from disjoint sets of number tuples (tasks/blocks/toy_world.py generate_pools).
     data/toy/general_train.jsonl  non-reasoning tasks with reference responses, blended into re-SFT: general tasks,
                                   harmful requests with refusals (kind "harmful"), benign look-alikes
     data/toy/general_test.jsonl   held-out non-reasoning tasks for evaluation (id, source, kind, prompt, response,
@@ -15,7 +15,7 @@ The reasoning files come from disjoint sets of number tuples (tasks/toy_world.py
     data/toy/preferences_train.jsonl  preference pairs (prompt, chosen, rejected) for the reward model
     data/toy/preferences_test.jsonl   held-out pairs (on held-out prompts) for its pairwise accuracy
 
-Rows accepted from the drop folder (data/extra/, see tasks/incoming.py) are appended to train.jsonl (prompts) and
+Rows accepted from the drop folder (data/extra/, see tasks/blocks/incoming.py) are appended to train.jsonl (prompts) and
 preferences_train.jsonl (preference pairs).
 """
 
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import mlflow
 
-from tasks import incoming, toy_world
-from tasks.data import write_jsonl
-from tasks.params import ToyWorldParams, load_params
-from tasks.tracking import stage_run
+from tasks.blocks import incoming, toy_world
+from tasks.blocks.data import write_jsonl
+from tasks.blocks.params import ToyWorldParams, load_params
+from tasks.blocks.tracking import stage_run
 
 OUT = Path("data/toy")
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import mlflow
 
-from tasks.data import DataError, read_jsonl, write_json, write_jsonl
-from tasks.params import RealSource, load_params
-from tasks.rewards import extract_boxed
-from tasks.toy_world import r1_completion
-from tasks.tracking import log_metrics, stage_run
+from tasks.blocks.data import DataError, read_jsonl, write_json, write_jsonl
+from tasks.blocks.params import RealSource, load_params
+from tasks.blocks.rewards import extract_boxed
+from tasks.blocks.toy_world import r1_completion
+from tasks.blocks.tracking import log_metrics, stage_run
 
 OUT = Path("data/real")
 FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}

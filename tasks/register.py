@@ -5,7 +5,7 @@
 A new version of `registry.name` holds a copy of models/<registry.model> (logged as artifacts of this stage's run,
 so the version never changes when the workspace does), the model's evaluation metrics and the git commit as tags,
 and gets the alias `registry.alias` (`candidate`). Whether it becomes `champion` is decided by the promotion gate of
-the scheduled-retrain flow (tasks/promotion.py). DVC re-runs this stage only when the final model or its metrics
+the scheduled-retrain flow (tasks/blocks/promotion.py). DVC re-runs this stage only when the final model or its metrics
 change, so each new model is registered once. Writes metrics/registry.json (name, version, alias, run id).
 """
 
@@ -18,10 +18,10 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tasks import models
-from tasks.data import write_json
-from tasks.params import Params, load_params
-from tasks.tracking import git_commit, log_metrics, metric_name, stage_run
+from tasks.blocks import models
+from tasks.blocks.data import write_json
+from tasks.blocks.params import Params, load_params
+from tasks.blocks.tracking import git_commit, log_metrics, metric_name, stage_run
 
 OUT = Path("metrics/registry.json")
 

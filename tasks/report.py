@@ -31,10 +31,10 @@ import yaml
 from matplotlib.figure import Figure  # figures without pyplot: no display, no global backend state
 from mlflow import MlflowClient
 
-from tasks import params as params_module
-from tasks.data import write_json
-from tasks.params import Params, load_params
-from tasks.tracking import git_commit, redact, stage_run, tracking_uri
+from tasks.blocks import params as params_module
+from tasks.blocks.data import write_json
+from tasks.blocks.params import Params, load_params
+from tasks.blocks.tracking import git_commit, redact, stage_run, tracking_uri
 
 REPORTS = Path("reports")
 METRICS = Path("metrics")

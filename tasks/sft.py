@@ -16,11 +16,11 @@ from pathlib import Path
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from tasks import launch, models
-from tasks.data import inputs_fingerprint, read_jsonl
-from tasks.generation import with_system_prompt
-from tasks.params import Params, ParamsError, SFTParams, StudentSFTParams
-from tasks.tracking import run_stage_cli
+from tasks.blocks import launch, models
+from tasks.blocks.data import inputs_fingerprint, read_jsonl
+from tasks.blocks.generation import with_system_prompt
+from tasks.blocks.params import Params, ParamsError, SFTParams, StudentSFTParams
+from tasks.blocks.tracking import run_stage_cli
 
 SFT_STAGES = ("cold_start_sft", "resft", "distill_*", "student_cold_start")
 

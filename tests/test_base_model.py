@@ -1,7 +1,8 @@
 import json
 
-from tasks import base_model, models
-from tasks.params import validate
+from tasks import base_model
+from tasks.blocks import models
+from tasks.blocks.params import validate
 from tests.tiny import build_tiny_model
 
 

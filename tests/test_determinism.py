@@ -2,10 +2,11 @@
 
 import torch
 
-from tasks import base_model, models, prepare_data, sft, toy_world
+from tasks import base_model, prepare_data, sft
+from tasks.blocks import models, toy_world
 from tasks import rejection_sampling as rs
-from tasks.params import ToyWorldParams, validate
-from tasks.tracking import run_training
+from tasks.blocks.params import ToyWorldParams, validate
+from tasks.blocks.tracking import run_training
 from tests.tiny import TINY
 
 TOY = ToyWorldParams(train_size=60, test_size=8, dev_size=4, cold_start_size=16, sampling_pool_size=20, corpus_size=60,

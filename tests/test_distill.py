@@ -10,9 +10,10 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from tasks import base_model, models, sft
-from tasks.data import DataError
-from tasks.params import validate
+from tasks import base_model, sft
+from tasks.blocks import models
+from tasks.blocks.data import DataError
+from tasks.blocks.params import validate
 from tests.tiny import TINY, build_tiny_model
 from tests.workspace import make_workspace
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import tracking
-from tasks.data import DataError, check_input_files
-from tasks.params import load_params
+from tasks.blocks import tracking
+from tasks.blocks.data import DataError, check_input_files
+from tasks.blocks.params import load_params
 from tests.workspace import make_workspace
 
 

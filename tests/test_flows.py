@@ -6,9 +6,9 @@ import pytest
 
 from flows import pipeline
 from flows.pipeline import parse_overrides, recipe_params, validated_params
-from tasks import tracking
-from tasks.data import DataError
-from tasks.params import ParamsError, dump_params, validate
+from tasks.blocks import tracking
+from tasks.blocks.data import DataError
+from tasks.blocks.params import ParamsError, dump_params, validate
 
 
 def test_overrides_use_the_dvc_set_param_syntax_with_yaml_values():

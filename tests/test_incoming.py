@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from tasks import incoming, prepare_data
-from tasks.data import read_jsonl
-from tasks.params import ToyWorldParams
+from tasks import prepare_data
+from tasks.blocks import incoming
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.params import ToyWorldParams
 
 PROMPT = {"id": "p1", "prompt": [{"role": "user", "content": "Tom has 3 apples and buys 4. How many?"}], "answer": "7"}
 PAIR = {"id": "q1", "kind": "helpfulness", "prompt": "What is the capital of Zembla?",

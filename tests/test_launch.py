@@ -12,9 +12,10 @@ import mlflow
 import pytest
 import yaml
 
-from tasks import evaluate, grpo, launch, rejection_sampling, sft
-from tasks.generation import Sampling, generate
-from tasks.params import EvaluateParams, GenerationParams, GRPOParams, Params, RejectionSamplingParams, RuntimeParams
+from tasks import evaluate, grpo, rejection_sampling, sft
+from tasks.blocks import launch
+from tasks.blocks.generation import Sampling, generate
+from tasks.blocks.params import EvaluateParams, GenerationParams, GRPOParams, Params, RejectionSamplingParams, RuntimeParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +137,7 @@ def test_the_default_runtime_trains_in_process():
 
 
 def test_every_vllm_path_fails_at_once_with_one_clear_message(tiny, tmp_path, monkeypatch):
-    from tasks.tracking import BAD_INPUT_ENV, run_training
+    from tasks.blocks.tracking import BAD_INPUT_ENV, run_training
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv(BAD_INPUT_ENV, str(tmp_path / "bad_input.txt"))  # what a flow reads: failed, not to retry

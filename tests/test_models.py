@@ -1,7 +1,7 @@
 import pytest
 
-from tasks import models
-from tasks.params import RuntimeParams
+from tasks.blocks import models
+from tasks.blocks.params import RuntimeParams
 
 
 def test_think_tags_survive_trl_style_decoding(tiny):
@@ -53,7 +53,7 @@ def test_plain_prompt_template_prompts_like_r1_zero(tiny):
                                    "base_model"])
 def test_each_stage_names_a_missing_model_before_any_work(stage, tmp_path, tiny, monkeypatch):
     from tasks import base_model, evaluate, grpo, reward_model, sft
-    from tasks.params import validate
+    from tasks.blocks.params import validate
 
     monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "models" / "nope")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tasks import real_data
-from tasks.data import DataError, read_jsonl
-from tasks.params import ParamsError, RealSource, load_params, validate
-from tasks.rewards import has_format, is_correct, score_batch
+from tasks.blocks.data import DataError, read_jsonl
+from tasks.blocks.params import ParamsError, RealSource, load_params, validate
+from tasks.blocks.rewards import has_format, is_correct, score_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("R1_SHARED_DATA") or ROOT.parent / "shared" / "data")

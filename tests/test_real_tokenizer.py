@@ -23,16 +23,15 @@ from transformers import AutoTokenizer, GenerationConfig
 from tasks import (
     base_model,
     evaluate,
-    generation,
     grpo,
-    models,
     prepare_data,
     real_tokenizer,
     rejection_sampling,
     reward_model,
     sft,
 )
-from tasks.params import ParamsError, validate
+from tasks.blocks import generation, models
+from tasks.blocks.params import ParamsError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 IM_END, ENDOFTEXT = 151645, 151643

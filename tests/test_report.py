@@ -5,7 +5,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks import report
-from tasks.params import EvaluateParams, Params, TrackingParams
+from tasks.blocks.params import EvaluateParams, Params, TrackingParams
 
 SECTIONS = ["ladder", "deltas", "scaling", "rl-curves", "rejection-sampling", "students", "r1-zero", "provenance"]
 DELTAS = [{"from": "base", "to": "reasoning_rl", "metric": "pass@1", "delta": 0.333, "ci95": [0.25, 0.41], "n": 200,

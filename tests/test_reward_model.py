@@ -3,9 +3,9 @@ import json
 import pytest
 
 from tasks import prepare_data, reward_model
-from tasks.data import DataError
-from tasks.model_rewards import RewardModelScorer, require_reward_model, reward_funcs
-from tasks.params import Params, RewardModelParams, RuntimeParams, ToyWorldParams
+from tasks.blocks.data import DataError
+from tasks.blocks.model_rewards import RewardModelScorer, require_reward_model, reward_funcs
+from tasks.blocks.params import Params, RewardModelParams, RuntimeParams, ToyWorldParams
 from tests.tiny import build_tiny_reward_model
 
 CPU = RuntimeParams(device="cpu")

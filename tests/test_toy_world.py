@@ -4,9 +4,10 @@ from collections import Counter
 
 import pytest
 
-from tasks import prepare_data, toy_world
-from tasks.data import read_jsonl
-from tasks.params import ToyWorldParams
+from tasks import prepare_data
+from tasks.blocks import toy_world
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.params import ToyWorldParams
 
 SMALL = ToyWorldParams(train_size=300, test_size=100, dev_size=40, cold_start_size=200, sampling_pool_size=200,
                        corpus_size=400, arithmetic_docs=4, general_docs=20)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tasks import prepare_data
-from tasks.params import ToyWorldParams, apply_overrides, read_yaml
+from tasks.blocks.params import ToyWorldParams, apply_overrides, read_yaml
 from tests.integration.test_orchestration import free_port, wait_for, wait_healthy
 
 pytestmark = pytest.mark.slow

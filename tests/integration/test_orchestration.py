@@ -35,7 +35,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from flows import pipeline as pipeline_module
 from flows.pipeline import BadInput, pipeline, run_stage
-from tasks import tracking
+from tasks.blocks import tracking
 from tests.integration.conftest import SMOKE
 from tests.workspace import make_workspace
 

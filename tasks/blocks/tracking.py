@@ -27,9 +27,9 @@ import psutil
 import yaml
 from pydantic import BaseModel
 
-from tasks import launch
-from tasks.data import DataError, check_input_files
-from tasks.params import Params, ParamsError, load_params
+from tasks.blocks import launch
+from tasks.blocks.data import DataError, check_input_files
+from tasks.blocks.params import Params, ParamsError, load_params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_RUN_ENV = "R1_PARENT_RUN_ID"
@@ -183,7 +183,7 @@ def stage_run(stage: str, params: BaseModel, experiment: str) -> Iterator[mlflow
 
     Before it: the stage's input files (its deps in dvc.yaml) are checked, and the tracking server must answer; each
     fails with one message. A tracking server that goes away during the stage fails it once its work is saved, with
-    a message saying so. In a rank launched by the stage (tasks/launch.py) the main process joins the stage's run,
+    a message saying so. In a rank launched by the stage (tasks/blocks/launch.py) the main process joins the stage's run,
     the others log nothing (yield None)."""
     if not launch.in_rank():  # the stage process checked them before it launched the ranks
         with bad_input_reported():
@@ -280,12 +280,12 @@ def run_training(stage: str, section: BaseModel, params: Params, train: Callable
                  module: str) -> dict | None:
     """Run `train` in the stage's MLflow run and log its metrics: in this process, or, when params ask for more than
     one process, an accelerate config or a vLLM server, in every rank of `accelerate launch` running
-    `python -m <module> <this command's arguments>` (tasks/launch.py), all logging to this one run. Returns the
+    `python -m <module> <this command's arguments>` (tasks/blocks/launch.py), all logging to this one run. Returns the
     metrics on the process that computed them, None elsewhere."""
     relaunch = launch.wanted(params.runtime, section)
     try:  # before the run exists: vLLM or a launch that cannot work here fails with one message, nothing recorded
         if getattr(section, "use_vllm", False):
-            from tasks.generation import require_vllm
+            from tasks.blocks.generation import require_vllm
 
             require_vllm(f"{stage}.use_vllm", "false")
         if relaunch:

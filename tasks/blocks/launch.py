@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.params import RuntimeParams
+from tasks.blocks.params import RuntimeParams
 
 RUN_ID_ENV = "R1_STAGE_RUN_ID"  # set by the parent for the ranks: the MLflow run they all log to
 DEEPSPEED_MISSING = ("{config} uses DeepSpeed, which is not installed here: DeepSpeed needs CUDA GPUs; install it in "
@@ -100,7 +100,7 @@ def shards_weights(config: dict) -> bool:
 
 def check(runtime: RuntimeParams, lora: bool = False, gpus_reserved: int = 0) -> dict:
     """Fail before any work when the launch cannot work here; return the accelerate config (empty: DDP defaults)."""
-    from tasks import models
+    from tasks.blocks import models
 
     if "LOCAL_RANK" in os.environ:  # `accelerate launch -m tasks.sft ...` by hand: every rank would launch again
         raise LaunchError("this stage is already running under a distributed launcher; run it as "
@@ -131,7 +131,7 @@ def check(runtime: RuntimeParams, lora: bool = False, gpus_reserved: int = 0) ->
 
 def command(runtime: RuntimeParams, module: str, args: list[str]) -> list[str]:
     """`accelerate launch` of `python -m module args`, one process per GPU (or per CPU share)."""
-    from tasks import models
+    from tasks.blocks import models
 
     precision = models.precision(runtime)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(runtime.num_processes),
