@@ -78,9 +78,9 @@ def probe_stage_run(original):
 def main() -> None:
     mark("probe_start")
     sys.meta_path.insert(0, _PatchOnImport())
-    import tasks.blocks.tracking
+    import tasks.blocks.stage
 
-    tasks.blocks.tracking.stage_run = probe_stage_run(tasks.blocks.tracking.stage_run)
+    tasks.blocks.stage.stage_run = probe_stage_run(tasks.blocks.stage.stage_run)
     module, args = sys.argv[1], sys.argv[2:]
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

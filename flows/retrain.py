@@ -4,9 +4,9 @@
 
 Picks up the drop folder (tasks/blocks/incoming.py: good files appended to the data prepare_data reads, bad ones
 quarantined), re-runs what DVC finds stale (evaluation and the `register` stage included), then runs the promotion
-gate (tasks/blocks/promotion.py) on the newly registered version: `champion` if it is not worse than the current champion
-on the gate metrics (params `promotion`), else `challenger`, and the flow run ends in a "Not promoted" state with the
-reason. A markdown summary (intake, ladder, decision, MLflow links) is posted as a Prefect artifact.
+gate (tasks/blocks/promotion.py) on the newly registered version: `champion` if it is not worse than the current
+champion on the gate metrics (params `promotion`), else `challenger`, and the flow run ends in a "Not promoted" state
+with the reason. A markdown summary (intake, ladder, decision, MLflow links) is posted as a Prefect artifact.
 """
 
 from __future__ import annotations

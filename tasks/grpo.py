@@ -27,10 +27,9 @@ from trl import GRPOConfig, GRPOTrainer
 from tasks.blocks import launch, model_rewards, models, rewards
 from tasks.blocks.data import inputs_fingerprint, mix_in, read_jsonl
 from tasks.blocks.generation import with_system_prompt
-from tasks.blocks.params import AlignmentRLParams, GRPOParams, Params
-from tasks.blocks.tracking import run_stage_cli
+from tasks.blocks.params import GRPO_STAGES, AlignmentRLParams, GRPOParams, Params
+from tasks.blocks.stage import stage_main
 
-GRPO_STAGES = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
 CURVE_KEYS = ("step", "reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "kl",
               "entropy", "loss")
 
@@ -132,7 +131,7 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
 
 
 def main() -> None:
-    run_stage_cli(GRPO_STAGES, run, __doc__.splitlines()[0], trains=True)
+    stage_main(GRPO_STAGES, run, __doc__.splitlines()[0], trains=True)
 
 
 if __name__ == "__main__":

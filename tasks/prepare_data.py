@@ -26,17 +26,15 @@ from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
 
-import mlflow
-
 from tasks.blocks import incoming, toy_world
 from tasks.blocks.data import write_jsonl
-from tasks.blocks.params import ToyWorldParams, load_params
-from tasks.blocks.tracking import stage_run
+from tasks.blocks.params import Params, ToyWorldParams
+from tasks.blocks.stage import stage_main
 
 OUT = Path("data/toy")
 
 
-def run(p: ToyWorldParams, out: Path = OUT) -> dict:
+def run(stage: str, p: ToyWorldParams, params: Params, out: Path = OUT) -> dict:
     pools = toy_world.generate_pools(
         p.seed, {"test": p.test_size, "dev": p.dev_size, "cold_start": p.cold_start_size, "train": p.train_size,
                  "sampling_pool": p.sampling_pool_size, "corpus": p.corpus_size},
@@ -72,9 +70,7 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
 
 
 def main() -> None:
-    params = load_params()
-    with stage_run("prepare_data", params.toy_world, params.tracking.experiment):
-        mlflow.log_metrics(run(params.toy_world))
+    stage_main(("prepare_data",), run, __doc__.splitlines()[0], out=str(OUT), section="toy_world")
 
 
 if __name__ == "__main__":

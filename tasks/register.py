@@ -20,8 +20,9 @@ from mlflow.exceptions import MlflowException
 
 from tasks.blocks import models
 from tasks.blocks.data import write_json
-from tasks.blocks.params import Params, load_params
-from tasks.blocks.tracking import git_commit, log_metrics, metric_name, stage_run
+from tasks.blocks.params import Params, RegistryParams
+from tasks.blocks.stage import stage_main
+from tasks.blocks.tracking import git_commit, log_metrics, metric_name
 
 OUT = Path("metrics/registry.json")
 
@@ -55,12 +56,16 @@ def register(params: Params, run: mlflow.ActiveRun) -> dict:
             "model": r.model}
 
 
-def main() -> None:
-    params = load_params()
-    with stage_run("register", params.registry, params.tracking.experiment) as run:
-        entry = register(params, run)
-    write_json(OUT, entry)
+def run(stage: str, p: RegistryParams, params: Params, out: Path = OUT) -> dict:
+    """Register the final model and write its registry entry to `out`; its metrics are logged by `register`."""
+    entry = register(params, mlflow.active_run())
+    write_json(out, entry)
     print(f"registered {entry['name']} version {entry['version']} as '{entry['alias']}'")
+    return {}
+
+
+def main() -> None:
+    stage_main(("register",), run, __doc__.splitlines()[0], out=str(OUT), section="registry")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from trl import RewardConfig, RewardTrainer
 from tasks.blocks import launch, models
 from tasks.blocks.data import inputs_fingerprint, read_jsonl, write_json
 from tasks.blocks.model_rewards import RewardModelScorer
-from tasks.blocks.params import Params, RewardModelParams, load_params
+from tasks.blocks.params import Params, RewardModelParams
 from tasks.blocks.rewards import completion_text
-from tasks.blocks.tracking import run_training
+from tasks.blocks.stage import stage_main
 
 OUT = Path("models/reward_model")
 METRICS = Path("metrics/reward_model.json")
@@ -54,7 +54,7 @@ def pairwise_accuracy(scorer: RewardModelScorer, pairs: list[dict]) -> dict:
     return metrics
 
 
-def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
+def run(stage: str, p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
     models.require_model_dir(p.model)
     train, test = load_pairs(p.data), load_pairs(p.test_data)
     checkpoints = Path("checkpoints/reward_model")
@@ -83,9 +83,7 @@ def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
 
 
 def main() -> None:
-    params = load_params()
-    metrics = run_training("reward_model", params.reward_model, params, lambda: run(params.reward_model, params),
-                           module=__spec__.name)
+    _, metrics = stage_main(("reward_model",), run, __doc__.splitlines()[0], trains=True)
     if metrics is not None:  # None in the launching process and the other ranks: the main rank wrote them
         write_json(METRICS, metrics)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from tasks.evaluate import ladder_deltas
 from tasks.blocks.params import Params, apply_overrides, dump_params, load_params, validate
+from tasks.evaluate import ladder_deltas
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path("metrics/seeds.json")

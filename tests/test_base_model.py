@@ -12,7 +12,7 @@ def test_pretrained_source_resolves_a_local_model_directory(tmp_path):
     params = validate({"base_model": {"source": "pretrained", "model_name_or_path": str(hub_stand_in)},
                        "runtime": {"device": "cpu"}})
     out = tmp_path / "models" / "base"
-    metrics = base_model.run(params, out)
+    metrics = base_model.run("base_model", params.base_model, params, out)
     assert metrics["parameters"] == models.count_parameters(models.load_model(hub_stand_in, params.runtime))
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     provenance = json.loads((out / "provenance.json").read_text())

@@ -44,7 +44,7 @@ def test_student_base_is_a_smaller_model_with_the_base_tokenizer(tmp_path, monke
                        "distill": {"students": {"mini": {"hidden_size": 16, "num_layers": 1}}},
                        "evaluate": {"models": ["base"]}})
     out = tmp_path / "models" / "student_base" / "mini"
-    metrics = base_model.run_student(params, "mini", out)
+    metrics = base_model.run("student_base_mini", params.distill.students["mini"], params, out)
     assert metrics["parameters"] == models.count_parameters_on_disk(out)
     assert models.count_parameters_on_disk(out) < models.count_parameters_on_disk(tmp_path / "models" / "base")
     assert models.load_tokenizer(out).get_vocab() == models.load_tokenizer(tmp_path / "models" / "base").get_vocab()

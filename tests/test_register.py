@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 
 from tasks import register
 from tasks.blocks.params import Params, RegistryParams
-from tasks.blocks.tracking import stage_run
+from tasks.blocks.stage import stage_run
 
 
 def test_final_model_is_registered_with_metrics_and_candidate_alias(tiny, tmp_path, monkeypatch):

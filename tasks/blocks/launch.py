@@ -234,10 +234,13 @@ def tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
-def run_in_process_group(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """Start `cmd` in a new process group, SIGTERMed by the kernel if this process dies (even by SIGKILL, as when a
-    flow cancels the stage): accelerate's launcher then stops its ranks."""
-    return subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_term_when_parent_dies)
+def run_in_process_group(cmd: list[str], env: dict[str, str], term_when_parent_dies: bool = True) -> subprocess.Popen:
+    """Start `cmd` in a new process group (a session of its own), SIGTERMed by the kernel if this process dies (even by
+    SIGKILL, as when a flow cancels the stage): accelerate's launcher then stops its ranks. Without
+    `term_when_parent_dies` the command sees to that itself (the flow's guard, flows/guard.py, run from a flow whose
+    threads make a `preexec_fn` unsafe)."""
+    preexec = _term_when_parent_dies if term_when_parent_dies else None
+    return subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=preexec)
 
 
 def wait_or_kill(process: subprocess.Popen, grace: float = 30) -> int:

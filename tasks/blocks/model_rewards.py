@@ -6,7 +6,8 @@
 
 As in DeepSeek-R1: helpfulness is judged on the summary after `</think>` only (so the reward does not reach into the
 reasoning), harmlessness on the whole response, reasoning included (harm written in the reasoning counts).
-The reward functions follow the contract of tasks/blocks/rewards.py: keyword arguments from TRL, one float per completion.
+The reward functions follow the contract of tasks/blocks/rewards.py: keyword arguments from TRL, one float per
+completion.
 """
 
 from __future__ import annotations

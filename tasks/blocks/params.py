@@ -437,6 +437,11 @@ class SeedsParams(Section):
         return seeds
 
 
+# The sections that are GRPO stages (GRPOParams), in pipeline order: the GRPO stage module runs them, the report
+# shows their curves.
+GRPO_STAGES = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
+
+
 class Params(Section):
     seed: int = 42
     runtime: RuntimeParams = RuntimeParams()

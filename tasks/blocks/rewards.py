@@ -18,8 +18,8 @@ string or a conversation (a list of message dicts; the content of the last messa
 The judge's LaTeX parser: latex2sympy2 ships ANTLR parsers generated for runtimes 4.9.3, 4.11 and 4.13.2, and its
 4.9.3 parser is older than its converter (every `\\%` answer fails to parse). dvc's hydra pin holds the runtime at
 4.9.3 in the main environment, so the judge processes put antlr4-python3-runtime 4.13.2 from a directory of their
-own (JUDGE_LIBS, installed by `make venv` or `python -m tasks.blocks.rewards --install-judge`) first on their path. Nothing
-else in a judge process imports antlr, so the two runtimes never meet.
+own (JUDGE_LIBS, installed by `make venv` or `python -m tasks.blocks.rewards --install-judge`) first on their path.
+Nothing else in a judge process imports antlr, so the two runtimes never meet.
 """
 
 from __future__ import annotations
