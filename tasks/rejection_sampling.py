@@ -197,7 +197,7 @@ def run(stage: str, p: RejectionSamplingParams, params: Params, out: Path) -> di
 
 
 def main() -> None:
-    stage, report = stage_main(STAGES, run, __doc__.splitlines()[0], out_dir="data")
+    stage, report = stage_main(STAGES, run, __doc__.splitlines()[0], out="data/{stage}")
     write_json(Path("metrics") / f"{stage}.json", report)
 
 

@@ -40,6 +40,6 @@ def test_a_stage_lists_exactly_the_code_it_runs(name):
     module = re.search(r"python -m (tasks\.\w+)", stage["cmd"]).group(1).replace(".", "/") + ".py"
     listed = [dep for dep in stage["deps"] if str(dep).startswith("tasks/")]
     assert listed[0] == module, f"{name}: list its stage module {module} first"
-    assert "tasks/blocks/params.py" in listed
+    assert "tasks/blocks/params.py" in listed and "tasks/blocks/stage.py" in listed
     runs = code_it_runs(module)
     assert set(listed) == runs, f"{name}: missing {sorted(runs - set(listed))}, extra {sorted(set(listed) - runs)}"
