@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m tasks.rewards --install-judge  # the judge's own ANTLR runtime (dvc pins an older one): tasks/rewards.py
+	$(PY) -m tasks.blocks.rewards --install-judge  # the judge's own ANTLR runtime (dvc pins an older one): tasks/blocks/rewards.py
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv and install the project with its dev extra (once)

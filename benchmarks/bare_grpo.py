@@ -12,7 +12,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
-from tasks.rewards import accuracy_reward, format_reward, language_consistency_reward
+from tasks.blocks.rewards import accuracy_reward, format_reward, language_consistency_reward
 
 model, data, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 p = yaml.safe_load(open("params.yaml"))["reasoning_rl"]

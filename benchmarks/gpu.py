@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.params import apply_overrides, read_yaml, validate
+from tasks.blocks.params import apply_overrides, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results_gpu.json")
@@ -89,9 +89,9 @@ print(json.dumps({"train_runtime": m["train_runtime"], "steps": m.get("steps")})
 def generation_tokens_per_second(ws: Path, env: dict) -> dict:
     code = """
 import json, time, torch
-from tasks.data import read_jsonl
-from tasks.generation import Generator, Sampling
-from tasks.params import load_params
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.generation import Generator, Sampling
+from tasks.blocks.params import load_params
 p = load_params()
 prompts = [r["prompt"] for r in read_jsonl(p.evaluate.data)]
 generator = Generator("models/cold_start_sft", p.generation, p.runtime)
@@ -105,7 +105,7 @@ for batch in (64, 256):
     samples = generator(prompts, sampling)
     seconds = time.monotonic() - start
     out[f"hf_batch_{batch}"] = round(sum(s.num_tokens for row in samples for s in row) / seconds, 1)
-from tasks import models
+from tasks.blocks import models
 out["base_parameters"] = models.count_parameters_on_disk("models/base")
 out["precision"] = models.precision(p.runtime)
 if torch.cuda.is_available():

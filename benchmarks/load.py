@@ -94,8 +94,8 @@ def problem(i: int, rng: random.Random) -> dict:
 
 
 def bench_stages(pool: int, env: dict) -> dict:
-    from tasks.data import write_jsonl
-    from tasks.params import apply_overrides, read_yaml
+    from tasks.blocks.data import write_jsonl
+    from tasks.blocks.params import apply_overrides, read_yaml
     from tests.tiny import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="r1-load-") as tmp:
@@ -125,7 +125,7 @@ def bench_stages(pool: int, env: dict) -> dict:
 def reward_stream(total: int, calls: int) -> dict:
     """score_batch over `total` short completions in `calls` calls; peak RSS of this process and its judge
     processes during each call, and this process's RSS after it."""
-    from tasks.rewards import score_batch
+    from tasks.blocks.rewards import score_batch
 
     me, per_call, peaks, after, start = psutil.Process(), total // calls, [], [], time.monotonic()
     for call in range(calls):
@@ -145,7 +145,7 @@ def reward_stream(total: int, calls: int) -> dict:
 
 def long_stream(count: int, size: int) -> dict:
     """score_batch over `count` completions of `size` bytes each, generated lazily: peak RSS of the tree."""
-    from tasks.rewards import score_batch
+    from tasks.blocks.rewards import score_batch
 
     words = "so we add the apples and then count them again to be sure ".split()
 

@@ -65,9 +65,9 @@ def bench_grpo_overhead(ws: Path, env: dict) -> dict:
 def bench_generation(ws: Path, env: dict) -> dict:
     code = """
 import json, time
-from tasks.data import read_jsonl
-from tasks.generation import Sampling, generate
-from tasks.params import load_params
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.generation import Sampling, generate
+from tasks.blocks.params import load_params
 p = load_params()
 prompts = [r["prompt"] for r in read_jsonl("data/toy/test.jsonl")[:64]]
 sampling = Sampling(n=1, temperature=0.0, max_new_tokens=96)

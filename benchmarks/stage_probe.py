@@ -41,7 +41,7 @@ def timed_unit(func):
 # Module -> how to wrap its unit of work, applied when the stage imports the module (lazily or not).
 UNITS = {
     "transformers.trainer": lambda m: setattr(m.Trainer, "training_step", timed_unit(m.Trainer.training_step)),
-    "tasks.generation": lambda m: setattr(m.Generator, "__call__", timed_unit(m.Generator.__call__)),
+    "tasks.blocks.generation": lambda m: setattr(m.Generator, "__call__", timed_unit(m.Generator.__call__)),
 }
 
 
@@ -78,9 +78,9 @@ def probe_stage_run(original):
 def main() -> None:
     mark("probe_start")
     sys.meta_path.insert(0, _PatchOnImport())
-    import tasks.tracking
+    import tasks.blocks.stage
 
-    tasks.tracking.stage_run = probe_stage_run(tasks.tracking.stage_run)
+    tasks.blocks.stage.stage_run = probe_stage_run(tasks.blocks.stage.stage_run)
     module, args = sys.argv[1], sys.argv[2:]
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

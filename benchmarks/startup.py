@@ -85,7 +85,7 @@ def run_stage(ws: Path, env: dict, module: str, args: list[str]) -> dict[str, fl
 def seed_store(ws: Path, env: dict, runs: int) -> None:
     code = f"""
 import mlflow
-from tasks.params import load_params
+from tasks.blocks.params import load_params
 mlflow.set_tracking_uri("sqlite:///mlflow.db")
 mlflow.set_experiment(load_params().tracking.experiment)
 for i in range({runs}):

@@ -5,7 +5,8 @@ The flow starts each stage in a process group of its own, so that cancelling kil
 started; but a flow process that is SIGKILLed cannot do that, and DVC and the stage would run on as orphans, holding
 DVC's lock. The kernel tells this guard (PR_SET_PDEATHSIG) when the flow process dies; the guard then SIGKILLs its
 group: DVC, the stage and what the stage started in the group (accelerate and vLLM run in groups of their own and
-are stopped by the same signal when the stage dies, tasks/launch.py). Linux only; elsewhere the guard only runs CMD.
+are stopped by the same signal when the stage dies, tasks/blocks/launch.py). Linux only; elsewhere the guard only runs
+CMD.
 """
 
 from __future__ import annotations

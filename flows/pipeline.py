@@ -10,7 +10,8 @@ decides what is stale (no Prefect caching), a transient failure is retried, and 
 and all its children. A run with params overrides is one `dvc exp run --set-param ...` instead, so its params,
 metrics and outputs are versioned and comparable with `dvc exp show`; so is a run of a recipe (recipes/<name>.yaml,
 an overlay on the defaults whose complete params params.yaml holds for the run; shell equivalent:
-`python -m tasks.params recipes/<name>.yaml > params.yaml && dvc exp run --name <name> && git checkout params.yaml`).
+`python -m tasks.blocks.params recipes/<name>.yaml > params.yaml && dvc exp run --name <name>
+&& git checkout params.yaml`).
 Recipe and overrides are validated before any work; a stage failing on bad input (invalid data or params) is not
 retried and its message is the task's error.
 The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages (the last
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -41,8 +41,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
 
-from tasks import tracking
-from tasks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, dump_params, read_params, validate
+from tasks.blocks import launch, tracking
+from tasks.blocks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, dump_params, read_params, validate
+from tasks.blocks.stage import BAD_INPUT_ENV
 
 LADDER_FILE = Path("plots/ladder.md")  # the ladder stage's table (dvc.yaml); read as text, no torch import here
 REPORT_FILE = Path("reports/report.html")  # the report stage's page, the last stage of dvc.yaml
@@ -137,14 +138,16 @@ def stage_env(parent_run_id: str) -> dict[str, str]:
     return env
 
 
-def run_in_process_group(cmd: list[str], env: dict[str, str]) -> int:
-    """Run `cmd` in a new session; if we are interrupted or cancelled, kill its whole process group.
+def run_guarded(cmd: list[str], env: dict[str, str]) -> int:
+    """Run `cmd` in a process group of its own (launch.run_in_process_group) under the guard; if we are interrupted
+    or cancelled, kill the whole group. Returns its exit code.
 
     Prefect cancels a served flow run with SIGTERM, which its engine turns into an exception in the flow's main
     thread: the `finally` below then kills the stage and everything it started (training, generation, servers). A
     flow process that is SIGKILLed runs no `finally`: the guard at the head of the group (flows/guard.py) kills it.
     """
-    process = subprocess.Popen([sys.executable, str(GUARD), str(os.getpid()), *cmd], env=env, start_new_session=True)
+    process = launch.run_in_process_group([sys.executable, str(GUARD), str(os.getpid()), *cmd], env,
+                                          term_when_parent_dies=False)  # the guard does it
     try:
         return process.wait()
     finally:
@@ -156,8 +159,8 @@ def run_in_process_group(cmd: list[str], env: dict[str, str]) -> int:
 def run_classified(cmd: list[str], env: dict[str, str], what: str) -> None:
     """Run a DVC command; raise BadInput if a stage reported bad input, StageFailed on any other failure."""
     with tempfile.TemporaryDirectory(prefix="r1-stage-") as tmp:
-        report = Path(tmp) / "bad_input.txt"  # a stage writes its error here (tasks/tracking.py, stage_run)
-        returncode = run_in_process_group(cmd, {**env, tracking.BAD_INPUT_ENV: str(report)})
+        report = Path(tmp) / "bad_input.txt"  # a stage writes its error here (tasks/blocks/stage.py, stage_run)
+        returncode = run_guarded(cmd, {**env, BAD_INPUT_ENV: str(report)})
         if returncode and report.exists():
             raise BadInput(f"{what} failed on bad input (not retried): {report.read_text().strip()}")
     if returncode:

@@ -2,11 +2,11 @@
 
     python -m flows.retrain                 # what the `scheduled-retrain` deployment runs on its cron schedule
 
-Picks up the drop folder (tasks/incoming.py: good files appended to the data prepare_data reads, bad ones
+Picks up the drop folder (tasks/blocks/incoming.py: good files appended to the data prepare_data reads, bad ones
 quarantined), re-runs what DVC finds stale (evaluation and the `register` stage included), then runs the promotion
-gate (tasks/promotion.py) on the newly registered version: `champion` if it is not worse than the current champion
-on the gate metrics (params `promotion`), else `challenger`, and the flow run ends in a "Not promoted" state with the
-reason. A markdown summary (intake, ladder, decision, MLflow links) is posted as a Prefect artifact.
+gate (tasks/blocks/promotion.py) on the newly registered version: `champion` if it is not worse than the current
+champion on the gate metrics (params `promotion`), else `challenger`, and the flow run ends in a "Not promoted" state
+with the reason. A markdown summary (intake, ladder, decision, MLflow links) is posted as a Prefect artifact.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
 from flows.pipeline import run_recipe, select_stages, summary, validated_params, workspace_lock
-from tasks import incoming, promotion, tracking
-from tasks.params import Params
+from tasks.blocks import incoming, promotion, tracking
+from tasks.blocks.params import Params
 
 
 @task(name="intake", cache_policy=NO_CACHE)

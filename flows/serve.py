@@ -24,7 +24,7 @@ from prefect.schedules import Cron
 
 from flows.pipeline import RECIPES_DIR, pipeline, stage_order
 from flows.retrain import scheduled_retrain
-from tasks.params import dump_params, load_params
+from tasks.blocks.params import dump_params, load_params
 
 TAGS = ["r1-pipeline"]
 

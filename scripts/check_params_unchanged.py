@@ -24,7 +24,7 @@ from dvc.utils.serialize import load_yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks import params as current  # noqa: E402  (after the repository root is on the path)
+from tasks.blocks import params as current  # noqa: E402  (after the repository root is on the path)
 
 
 def git_show(rev: str, path: str) -> str:
@@ -33,9 +33,13 @@ def git_show(rev: str, path: str) -> str:
 
 
 def schema_at(rev: str, tmp: Path):
-    """tasks/params.py as it was at `rev`, imported under another name."""
+    """The params schema as it was at `rev` (tasks/blocks/params.py, tasks/params.py before the blocks moved),
+    imported under another name."""
     source = tmp / "params_at_rev.py"
-    source.write_text(git_show(rev, "tasks/params.py"))
+    try:
+        source.write_text(git_show(rev, "tasks/blocks/params.py"))
+    except subprocess.CalledProcessError:
+        source.write_text(git_show(rev, "tasks/params.py"))
     spec = importlib.util.spec_from_file_location("params_at_rev", source)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -1,4 +1,4 @@
-"""The recipe's stages (`python -m tasks.<stage>`) and the code they share.
+"""The recipe's stages (`python -m tasks.<stage>`); the code they share is in `tasks.blocks`.
 
 Garbage collection, set here because every stage process imports this package first: torch, transformers, TRL and
 MLflow leave ~500k long-lived objects, which the cyclic collector's default thresholds (700, 10, 10) scan again and

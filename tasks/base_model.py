@@ -20,10 +20,10 @@ from datasets import Dataset
 from transformers import LlamaForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from tasks import models
-from tasks.data import read_jsonl
-from tasks.params import BaseModelParams, Params, load_params
-from tasks.tracking import log_metrics, stage_run
+from tasks.blocks import models
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.params import BaseModelParams, Params, StudentParams, load_params
+from tasks.blocks.stage import run_stage
 
 CORPUS = Path("data/toy/corpus.jsonl")
 COLD_START = Path("data/toy/cold_start.jsonl")
@@ -63,8 +63,10 @@ def resolve_pretrained(name: str, params: Params, out: Path, key: str = "base_mo
     return {"parameters": models.count_parameters(model), "vocab_size": len(tokenizer)}
 
 
-def run(params: Params, out: Path = OUT) -> dict:
-    p = params.base_model
+def run(stage: str, p: BaseModelParams | StudentParams, params: Params, out: Path = OUT) -> dict:
+    """The base model (`base_model`), or a distillation student's base (`student_base_<name>`)."""
+    if stage != "base_model":
+        return student_base(stage.removeprefix("student_base_"), params, out)
     if p.source == "toy":
         texts = corpus_texts(CORPUS)
         # The tokenizer also sees the R1-format completions, so "\boxed{" and friends get merges of their own.
@@ -77,7 +79,7 @@ def run(params: Params, out: Path = OUT) -> dict:
     return metrics
 
 
-def run_student(params: Params, name: str, out: Path) -> dict:
+def student_base(name: str, params: Params, out: Path) -> dict:
     """A distillation student's base: a smaller toy Llama pretrained on the same corpus with the base's tokenizer
     (so it reads the teacher's data token for token), or a pretrained model id."""
     student = params.distill.students[name]
@@ -98,15 +100,14 @@ def main() -> None:
     student = parser.parse_args().student
     params = load_params()
     if student is None:
-        with stage_run("base_model", params.base_model, params.tracking.experiment):
-            log_metrics(run(params))
+        run_stage("base_model", "base_model", params.base_model, params, run, OUT)
         return
     try:
         params.distill.student(student)  # the one check (and message) for an unknown student
     except ValueError as exc:
         parser.error(str(exc))
-    with stage_run(f"student_base@{student}", params.distill.students[student], params.tracking.experiment):
-        log_metrics(run_student(params, student, Path(params.distill.model) / student))
+    run_stage(f"student_base@{student}", f"student_base_{student}", params.distill.students[student], params, run,
+              Path(params.distill.model) / student)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING
 
 import mlflow
 
-from tasks import rewards, stats
-from tasks.data import read_jsonl, write_json
-from tasks.params import EvaluateParams, Params, load_params
-from tasks.tracking import log_metrics, stage_run
+from tasks.blocks import rewards, stats
+from tasks.blocks.data import read_jsonl, write_json
+from tasks.blocks.params import EvaluateParams, Params, load_params
+from tasks.blocks.stage import run_stage
 
 if TYPE_CHECKING:  # imported where used: the ladder needs neither torch nor transformers (~2.5 s of imports)
-    from tasks.generation import Sample
-    from tasks.model_rewards import RewardModelScorer
+    from tasks.blocks.generation import Sample
+    from tasks.blocks.model_rewards import RewardModelScorer
 
 METRICS = Path("metrics")
 EVALS = Path("evals")
@@ -61,7 +61,7 @@ def mean(values: list) -> float:
 
 
 def is_refusal(text: str) -> bool:
-    from tasks.model_rewards import summary_text
+    from tasks.blocks.model_rewards import summary_text
 
     return REFUSAL.match(summary_text(text)) is not None
 
@@ -97,7 +97,7 @@ def judge(rows: list[dict], sampled: list[list[Sample]], greedy: list[list[Sampl
 def judge_general(rows: list[dict], replies: list[str], scorer: RewardModelScorer | None) -> list[dict]:
     """One record per held-out general prompt: its kind, whether it was answered (benign) and refused, and the
     reward model's score of the reply (benign)."""
-    from tasks.model_rewards import summary_text
+    from tasks.blocks.model_rewards import summary_text
 
     benign = [i for i, row in enumerate(rows) if row.get("kind", "general") == "general"]
     rm = dict(zip(benign, scorer([rows[i]["prompt"] for i in benign], [summary_text(replies[i]) for i in benign])
@@ -178,7 +178,7 @@ def scaling_curves(model: str, curve: dict, p: EvaluateParams) -> dict:
 
 def target(name: str, params: Params) -> tuple[Path, str | None]:
     """The model directory an evaluation name stands for, and the chat template to prompt it with (None: its own)."""
-    from tasks import models
+    from tasks.blocks import models
 
     spec = params.evaluate.prompted.get(name)
     if spec is None:
@@ -186,10 +186,20 @@ def target(name: str, params: Params) -> tuple[Path, str | None]:
     return Path("models") / spec.model, models.plain_prompt_template(getattr(params, spec.template_of).prompt_template)
 
 
-def run(name: str, params: Params) -> tuple[dict, dict, dict]:
+def run(stage: str, p: EvaluateParams, params: Params, out: Path = METRICS) -> dict:
+    """Evaluate the model `stage` names: evals/<stage>.json (per problem), and in `out` <stage>.json (the metrics it
+    returns) and tts_<stage>.json (test-time scaling)."""
+    metrics, tts, evals = evaluate_model(stage, params)
+    write_json(EVALS / f"{stage}.json", {"metrics": metrics, **evals})
+    write_json(out / f"tts_{stage}.json", tts)
+    write_json(out / f"{stage}.json", metrics)
+    return metrics
+
+
+def evaluate_model(name: str, params: Params) -> tuple[dict, dict, dict]:
     """(metrics, test-time scaling, per-problem records) of one evaluation name."""
-    from tasks.generation import Generator, Sampling, with_system_prompt
-    from tasks.model_rewards import RewardModelScorer, summary_text
+    from tasks.blocks.generation import Generator, Sampling, with_system_prompt
+    from tasks.blocks.model_rewards import RewardModelScorer, summary_text
 
     p = params.evaluate
     model_dir, template = target(name, params)
@@ -339,12 +349,7 @@ def main() -> None:
         parser.error(f"model '{args.model}' is not in evaluate.models {params.evaluate.models} or "
                      f"evaluate.prompted {sorted(params.evaluate.prompted)}")
     stage = f"evaluate_prompted@{args.model}" if args.model in params.evaluate.prompted else f"evaluate@{args.model}"
-    with stage_run(stage, params.evaluate, params.tracking.experiment):  # named as in dvc.yaml
-        metrics, tts, evals = run(args.model, params)
-        log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    write_json(EVALS / f"{args.model}.json", {"metrics": metrics, **evals})
-    write_json(METRICS / f"tts_{args.model}.json", tts)
-    write_json(METRICS / f"{args.model}.json", metrics)
+    run_stage(stage, args.model, params.evaluate, params, run, METRICS)  # named as in dvc.yaml
 
 
 if __name__ == "__main__":

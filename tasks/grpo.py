@@ -10,9 +10,9 @@ completion length, loss) to plots/<stage>.csv for DVC plots, and the dev curve (
 prompts, logged by TRL's evaluation) to plots/<stage>_dev.csv. Checkpoints go to checkpoints/<stage> every
 `save_steps`; a re-run after a crash resumes from the newest one.
 
-Every prompt has a `kind` and gets only the rewards of its kind (tasks/rewards.py PROMPT_KIND): reasoning prompts
+Every prompt has a `kind` and gets only the rewards of its kind (tasks/blocks/rewards.py PROMPT_KIND): reasoning prompts
 the rule rewards (accuracy, format, language consistency), and, in `alignment_rl`, general prompts the reward
-model's helpfulness and harmful requests its harmlessness (tasks/model_rewards.py; the model is loaded once).
+model's helpfulness and harmful requests its harmlessness (tasks/blocks/model_rewards.py; the model is loaded once).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from pathlib import Path
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from tasks import launch, model_rewards, models, rewards
-from tasks.data import inputs_fingerprint, mix_in, read_jsonl
-from tasks.generation import with_system_prompt
-from tasks.params import AlignmentRLParams, GRPOParams, Params
-from tasks.tracking import run_stage_cli
+from tasks.blocks import launch, model_rewards, models, rewards
+from tasks.blocks.data import inputs_fingerprint, mix_in, read_jsonl
+from tasks.blocks.generation import with_system_prompt
+from tasks.blocks.params import GRPO_STAGES, AlignmentRLParams, GRPOParams, Params
+from tasks.blocks.stage import stage_main
 
-GRPO_STAGES = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
 CURVE_KEYS = ("step", "reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "kl",
               "entropy", "loss")
 
@@ -132,7 +131,7 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
 
 
 def main() -> None:
-    run_stage_cli(GRPO_STAGES, run, __doc__.splitlines()[0], trains=True)
+    stage_main(GRPO_STAGES, run, __doc__.splitlines()[0], trains=True)
 
 
 if __name__ == "__main__":

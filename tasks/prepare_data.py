@@ -7,7 +7,7 @@ Outputs (JSON Lines, fields documented in data/README.md):
     data/toy/test.jsonl        held-out problems for evaluation (same fields)
     data/toy/cold_start.jsonl  prompt/completion pairs in the R1 output format for cold-start SFT
     data/toy/corpus.jsonl      plain-text pretraining documents for the toy base model (id, source, text)
-The reasoning files come from disjoint sets of number tuples (tasks/toy_world.py generate_pools).
+The reasoning files come from disjoint sets of number tuples (tasks/blocks/toy_world.py generate_pools).
     data/toy/general_train.jsonl  non-reasoning tasks with reference responses, blended into re-SFT: general tasks,
                                   harmful requests with refusals (kind "harmful"), benign look-alikes
     data/toy/general_test.jsonl   held-out non-reasoning tasks for evaluation (id, source, kind, prompt, response,
@@ -15,7 +15,7 @@ The reasoning files come from disjoint sets of number tuples (tasks/toy_world.py
     data/toy/preferences_train.jsonl  preference pairs (prompt, chosen, rejected) for the reward model
     data/toy/preferences_test.jsonl   held-out pairs (on held-out prompts) for its pairwise accuracy
 
-Rows accepted from the drop folder (data/extra/, see tasks/incoming.py) are appended to train.jsonl (prompts) and
+Rows accepted from the drop folder (data/extra/, see tasks/blocks/incoming.py) are appended to train.jsonl (prompts) and
 preferences_train.jsonl (preference pairs).
 """
 
@@ -26,17 +26,15 @@ from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
 
-import mlflow
-
-from tasks import incoming, toy_world
-from tasks.data import write_jsonl
-from tasks.params import ToyWorldParams, load_params
-from tasks.tracking import stage_run
+from tasks.blocks import incoming, toy_world
+from tasks.blocks.data import write_jsonl
+from tasks.blocks.params import Params, ToyWorldParams
+from tasks.blocks.stage import stage_main
 
 OUT = Path("data/toy")
 
 
-def run(p: ToyWorldParams, out: Path = OUT) -> dict:
+def run(stage: str, p: ToyWorldParams, params: Params, out: Path = OUT) -> dict:
     pools = toy_world.generate_pools(
         p.seed, {"test": p.test_size, "dev": p.dev_size, "cold_start": p.cold_start_size, "train": p.train_size,
                  "sampling_pool": p.sampling_pool_size, "corpus": p.corpus_size},
@@ -72,9 +70,7 @@ def run(p: ToyWorldParams, out: Path = OUT) -> dict:
 
 
 def main() -> None:
-    params = load_params()
-    with stage_run("prepare_data", params.toy_world, params.tracking.experiment):
-        mlflow.log_metrics(run(params.toy_world))
+    stage_main(("prepare_data",), run, __doc__.splitlines()[0], out=str(OUT), section="toy_world")
 
 
 if __name__ == "__main__":

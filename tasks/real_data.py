@@ -24,13 +24,11 @@ import hashlib
 import re
 from pathlib import Path
 
-import mlflow
-
-from tasks.data import DataError, read_jsonl, write_json, write_jsonl
-from tasks.params import RealSource, load_params
-from tasks.rewards import extract_boxed
-from tasks.toy_world import r1_completion
-from tasks.tracking import log_metrics, stage_run
+from tasks.blocks.data import DataError, read_jsonl, write_json, write_jsonl
+from tasks.blocks.params import Params, RealSource, load_params
+from tasks.blocks.rewards import extract_boxed
+from tasks.blocks.stage import run_stage
+from tasks.blocks.toy_world import r1_completion
 
 OUT = Path("data/real")
 FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}
@@ -107,9 +105,10 @@ def load_source(source: RealSource, name: str) -> list[dict]:
     return problem_rows(read_jsonl(path, required=FIELDS[source.format]), source.format, name)
 
 
-def run(name: str, source: RealSource, out: Path = OUT) -> dict:
-    problems = load_source(source, name)
-    directory = out / name
+def run(stage: str, source: RealSource, params: Params, out: Path) -> dict:
+    """One entry `stage` of real_data.sources into `out` (data/real/<stage>)."""
+    problems = load_source(source, stage)
+    directory = out
     counts = {"problems": write_jsonl(directory / "problems.jsonl", problems),
               "cold_start": write_jsonl(directory / "cold_start.jsonl", cold_start_rows(problems))}
     write_json(directory / "source.json", {"path": source.path, "sha256": source.sha256, "format": source.format,
@@ -145,9 +144,8 @@ def main() -> None:
     sources = params.real_data.sources
     if args.name not in sources:
         parser.error(f"unknown source '{args.name}'; real_data.sources has {sorted(sources)}")
-    with stage_run(f"real_data@{args.name}", sources[args.name], params.tracking.experiment):
-        mlflow.set_tag("source_sha256", sources[args.name].sha256)
-        log_metrics(run(args.name, sources[args.name]))
+    run_stage(f"real_data@{args.name}", args.name, sources[args.name], params, run, OUT / args.name,
+              tags={"source_sha256": sources[args.name].sha256})
 
 
 if __name__ == "__main__":

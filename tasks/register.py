@@ -5,7 +5,7 @@
 A new version of `registry.name` holds a copy of models/<registry.model> (logged as artifacts of this stage's run,
 so the version never changes when the workspace does), the model's evaluation metrics and the git commit as tags,
 and gets the alias `registry.alias` (`candidate`). Whether it becomes `champion` is decided by the promotion gate of
-the scheduled-retrain flow (tasks/promotion.py). DVC re-runs this stage only when the final model or its metrics
+the scheduled-retrain flow (tasks/blocks/promotion.py). DVC re-runs this stage only when the final model or its metrics
 change, so each new model is registered once. Writes metrics/registry.json (name, version, alias, run id).
 """
 
@@ -18,10 +18,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tasks import models
-from tasks.data import write_json
-from tasks.params import Params, load_params
-from tasks.tracking import git_commit, log_metrics, metric_name, stage_run
+from tasks.blocks import models
+from tasks.blocks.data import write_json
+from tasks.blocks.params import Params, RegistryParams
+from tasks.blocks.stage import stage_main
+from tasks.blocks.tracking import git_commit, log_metrics, metric_name
 
 OUT = Path("metrics/registry.json")
 
@@ -55,12 +56,16 @@ def register(params: Params, run: mlflow.ActiveRun) -> dict:
             "model": r.model}
 
 
-def main() -> None:
-    params = load_params()
-    with stage_run("register", params.registry, params.tracking.experiment) as run:
-        entry = register(params, run)
-    write_json(OUT, entry)
+def run(stage: str, p: RegistryParams, params: Params, out: Path = OUT) -> dict:
+    """Register the final model and write its registry entry to `out`; its metrics are logged by `register`."""
+    entry = register(params, mlflow.active_run())
+    write_json(out, entry)
     print(f"registered {entry['name']} version {entry['version']} as '{entry['alias']}'")
+    return {}
+
+
+def main() -> None:
+    stage_main(("register",), run, __doc__.splitlines()[0], out=str(OUT), section="registry")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import mlflow
 
-from tasks import models, rewards
-from tasks.data import inputs_fingerprint, keep_if_same_inputs, mix_in, read_jsonl, write_json, write_jsonl
-from tasks.generation import Generator, Sampling, require_vllm, with_system_prompt
-from tasks.params import Params, RejectionSamplingParams
-from tasks.tracking import run_stage_cli
+from tasks.blocks import models, rewards
+from tasks.blocks.data import inputs_fingerprint, keep_if_same_inputs, mix_in, read_jsonl, write_json, write_jsonl
+from tasks.blocks.generation import Generator, Sampling, require_vllm, with_system_prompt
+from tasks.blocks.params import Params, RejectionSamplingParams
+from tasks.blocks.stage import stage_main
 
 STAGES = ("rejection_sampling", "teacher_traces")
 
@@ -197,7 +197,7 @@ def run(stage: str, p: RejectionSamplingParams, params: Params, out: Path) -> di
 
 
 def main() -> None:
-    stage, report = run_stage_cli(STAGES, run, __doc__.splitlines()[0], out_dir="data")
+    stage, report = stage_main(STAGES, run, __doc__.splitlines()[0], out="data/{stage}")
     write_json(Path("metrics") / f"{stage}.json", report)
 
 

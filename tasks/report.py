@@ -27,20 +27,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
-import yaml
 from matplotlib.figure import Figure  # figures without pyplot: no display, no global backend state
 from mlflow import MlflowClient
 
-from tasks import params as params_module
-from tasks.data import write_json
-from tasks.params import Params, load_params
-from tasks.tracking import git_commit, redact, stage_run, tracking_uri
+from tasks.blocks import params as params_module
+from tasks.blocks.data import write_json
+from tasks.blocks.dvc_files import lock_outs
+from tasks.blocks.params import GRPO_STAGES, Params, TrackingParams
+from tasks.blocks.stage import stage_main
+from tasks.blocks.tracking import git_commit, redact, tracking_uri
 
 REPORTS = Path("reports")
 METRICS = Path("metrics")
 MODELS = Path("models")
 PLOTS = Path("plots")
-LOCK_FILE = Path("dvc.lock")
 
 SECTIONS = {"ladder": "Stage ladder", "deltas": "What each stage changed", "scaling": "Test-time scaling",
             "rl-curves": "RL curves", "rejection-sampling": "Rejection sampling", "students": "Students vs teacher",
@@ -51,7 +51,6 @@ LADDER_COLUMNS = (("pass@1", "pass@1", ".3f"), ("maj@k", "maj@k", ".3f"), ("gree
                   ("general_accuracy", "general tasks", ".3f"), ("refusal_rate", "refusals (harmful)", ".3f"),
                   ("needless_refusal_rate", "needless refusals", ".3f"), ("rm_score", "RM score", "+.3f"),
                   ("mean_completion_tokens", "tokens", ".1f"))
-GRPO_STAGES = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
 TEACHERS = ("resft", "alignment_rl")
 STUDENT_PREFIX = "distill_"
 # What the RL curves plot: the weighted reward, each reward function's mean, the mean completion length. TRL logs
@@ -187,15 +186,6 @@ def git_state() -> dict:
     changes = status.stdout.splitlines() if status.returncode == 0 else []
     return {"commit": git_commit(), "dirty": bool(changes) if status.returncode == 0 else None,
             "changes": changes}
-
-
-def lock_outs(lock_file: Path = LOCK_FILE) -> dict[str, dict[str, str]]:
-    """{stage: {out path: md5}} from dvc.lock, in its order."""
-    if not lock_file.exists():
-        return {}
-    stages = (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {})
-    return {name: {out["path"]: out.get("md5", "") for out in entry.get("outs", [])}
-            for name, entry in stages.items()}
 
 
 def provenance(runs: dict, experiment: str) -> dict:
@@ -525,7 +515,7 @@ def render(data: dict) -> str:
             f"<nav>{nav}</nav>\n{sections}\n</body></html>\n")
 
 
-def run(params: Params, out: Path = REPORTS) -> dict:
+def run(stage: str, p: TrackingParams, params: Params, out: Path = REPORTS) -> dict:
     data = build(params)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.html").write_text(render(data), encoding="utf-8")
@@ -534,10 +524,9 @@ def run(params: Params, out: Path = REPORTS) -> dict:
 
 
 def main() -> None:
-    params = load_params()
-    with stage_run("report", params.tracking, params.tracking.experiment):
-        run(params)
-        mlflow.log_artifact(str(REPORTS / "report.html"))  # the MLflow UI shows it beside the runs it summarizes
+    # The MLflow UI shows the report beside the runs it summarizes.
+    stage_main(("report",), run, __doc__.splitlines()[0], out=str(REPORTS), section="tracking",
+               artifacts=[str(REPORTS / "report.html")])
     print(f"wrote {REPORTS / 'report.html'}")
 
 

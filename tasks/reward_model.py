@@ -6,7 +6,7 @@ Reads `reward_model` in params.yaml: the starting model (a one-score classificat
 preference pairs (prompt, chosen, rejected: JSON Lines, see data/README.md), epochs, LoRA. Writes models/reward_model
 and metrics/reward_model.json: pairwise accuracy on held-out pairs (the chosen response scored above the rejected
 one), overall and per kind (helpfulness, harmlessness) and per flaw of the rejected response. The scores come from
-the same scorer that alignment RL and evaluation use (tasks/model_rewards.py).
+the same scorer that alignment RL and evaluation use (tasks/blocks/model_rewards.py).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
-from tasks import launch, models
-from tasks.data import inputs_fingerprint, read_jsonl, write_json
-from tasks.model_rewards import RewardModelScorer
-from tasks.params import Params, RewardModelParams, load_params
-from tasks.rewards import completion_text
-from tasks.tracking import run_training
+from tasks.blocks import launch, models
+from tasks.blocks.data import inputs_fingerprint, read_jsonl, write_json
+from tasks.blocks.model_rewards import RewardModelScorer
+from tasks.blocks.params import Params, RewardModelParams
+from tasks.blocks.rewards import completion_text
+from tasks.blocks.stage import stage_main
 
 OUT = Path("models/reward_model")
 METRICS = Path("metrics/reward_model.json")
@@ -54,7 +54,7 @@ def pairwise_accuracy(scorer: RewardModelScorer, pairs: list[dict]) -> dict:
     return metrics
 
 
-def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
+def run(stage: str, p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
     models.require_model_dir(p.model)
     train, test = load_pairs(p.data), load_pairs(p.test_data)
     checkpoints = Path("checkpoints/reward_model")
@@ -83,9 +83,7 @@ def run(p: RewardModelParams, params: Params, out: Path = OUT) -> dict:
 
 
 def main() -> None:
-    params = load_params()
-    metrics = run_training("reward_model", params.reward_model, params, lambda: run(params.reward_model, params),
-                           module=__spec__.name)
+    _, metrics = stage_main(("reward_model",), run, __doc__.splitlines()[0], trains=True)
     if metrics is not None:  # None in the launching process and the other ranks: the main rank wrote them
         write_json(METRICS, metrics)
 

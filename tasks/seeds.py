@@ -12,7 +12,7 @@ before anyone looks at their numbers; the point is the spread, not the best one.
 
 metrics/seeds.json: {"seeds": [0, 1, 2], "deltas": {"reasoning_rl-cold_start_sft": [d0, d1, d2], ...},
 "ci95": {...: [[lo, hi], ...]}, "mean": {...}, "sd": {...}}: deltas of pass@1, paired over the test problems, each
-with its bootstrap interval (tasks/stats.py), as the ladder computes them.
+with its bootstrap interval (tasks/blocks/stats.py), as the ladder computes them.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from tasks.blocks.params import Params, apply_overrides, dump_params, load_params, validate
 from tasks.evaluate import ladder_deltas
-from tasks.params import Params, apply_overrides, dump_params, load_params, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path("metrics/seeds.json")

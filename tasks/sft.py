@@ -16,11 +16,11 @@ from pathlib import Path
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from tasks import launch, models
-from tasks.data import inputs_fingerprint, read_jsonl
-from tasks.generation import with_system_prompt
-from tasks.params import Params, ParamsError, SFTParams, StudentSFTParams
-from tasks.tracking import run_stage_cli
+from tasks.blocks import launch, models
+from tasks.blocks.data import inputs_fingerprint, read_jsonl
+from tasks.blocks.generation import with_system_prompt
+from tasks.blocks.params import Params, ParamsError, SFTParams, StudentSFTParams
+from tasks.blocks.stage import stage_main
 
 SFT_STAGES = ("cold_start_sft", "resft", "distill_*", "student_cold_start")
 
@@ -83,7 +83,7 @@ def run(stage: str, p: SFTParams, params: Params, out: Path) -> dict:
 
 
 def main() -> None:
-    run_stage_cli(SFT_STAGES, run, __doc__.splitlines()[0], trains=True)
+    stage_main(SFT_STAGES, run, __doc__.splitlines()[0], trains=True)
 
 
 if __name__ == "__main__":

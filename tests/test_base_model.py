@@ -1,7 +1,8 @@
 import json
 
-from tasks import base_model, models
-from tasks.params import validate
+from tasks import base_model
+from tasks.blocks import models
+from tasks.blocks.params import validate
 from tests.tiny import build_tiny_model
 
 
@@ -11,7 +12,7 @@ def test_pretrained_source_resolves_a_local_model_directory(tmp_path):
     params = validate({"base_model": {"source": "pretrained", "model_name_or_path": str(hub_stand_in)},
                        "runtime": {"device": "cpu"}})
     out = tmp_path / "models" / "base"
-    metrics = base_model.run(params, out)
+    metrics = base_model.run("base_model", params.base_model, params, out)
     assert metrics["parameters"] == models.count_parameters(models.load_model(hub_stand_in, params.runtime))
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     provenance = json.loads((out / "provenance.json").read_text())

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.data import DataError, read_jsonl, write_jsonl
+from tasks.blocks.data import DataError, read_jsonl, write_jsonl
 
 
 def test_round_trip_is_deterministic(tmp_path):

@@ -2,10 +2,11 @@
 
 import torch
 
-from tasks import base_model, models, prepare_data, sft, toy_world
+from tasks import base_model, prepare_data, sft
 from tasks import rejection_sampling as rs
-from tasks.params import ToyWorldParams, validate
-from tasks.tracking import run_training
+from tasks.blocks import models, toy_world
+from tasks.blocks.params import Params, ToyWorldParams, validate
+from tasks.blocks.stage import run_stage
 from tests.tiny import TINY
 
 TOY = ToyWorldParams(train_size=60, test_size=8, dev_size=4, cold_start_size=16, sampling_pool_size=20, corpus_size=60,
@@ -24,7 +25,7 @@ def test_data_stages_write_the_same_bytes_twice(tmp_path, monkeypatch, tiny):
     monkeypatch.chdir(tmp_path)
     runs = []
     for name in ("first", "second"):
-        prepare_data.run(TOY, tmp_path / name / "toy")
+        prepare_data.run("prepare_data", TOY, Params(), tmp_path / name / "toy")
         params = validate({"runtime": {"device": "cpu"}, "rejection_sampling": {
             "model": str(tiny), "data": f"{name}/toy/train.jsonl", "num_prompts": 6, "samples_per_prompt": 2,
             "max_new_tokens": 8, "shard_size": 4, "min_kept_samples": 0,
@@ -36,7 +37,7 @@ def test_data_stages_write_the_same_bytes_twice(tmp_path, monkeypatch, tiny):
 
 
 def test_a_cpu_training_run_gives_the_same_metrics_and_weights_twice(tmp_path, monkeypatch, tiny):
-    prepare_data.run(TOY, tmp_path / "toy")
+    prepare_data.run("prepare_data", TOY, Params(), tmp_path / "toy")
     params = validate({"runtime": {"device": "cpu"}, "cold_start_sft": {
         "model": str(tiny), "data": str(tmp_path / "toy" / "cold_start.jsonl"), "epochs": 2.0, "batch_size": 4}})
     results = []
@@ -52,7 +53,7 @@ def test_a_cpu_training_run_gives_the_same_metrics_and_weights_twice(tmp_path, m
 def test_a_rerun_with_another_seed_starts_over_instead_of_resuming(tmp_path, monkeypatch, tiny):
     # DVC re-runs a stage when `seed` (or runtime, prompt...) changes; its checkpoints, saved under the old params,
     # must not be resumed then, though the stage's own section is unchanged.
-    prepare_data.run(TOY, tmp_path / "toy")
+    prepare_data.run("prepare_data", TOY, Params(), tmp_path / "toy")
     monkeypatch.chdir(tmp_path)
     section = {"model": str(tiny), "data": str(tmp_path / "toy" / "cold_start.jsonl"), "epochs": 1.0,
                "batch_size": 4, "save_steps": 2}
@@ -84,6 +85,7 @@ def test_training_stages_draw_from_the_seed(tmp_path, monkeypatch):
     # What TRL initialises before its Trainer seeds (a reward model's score head, a LoRA adapter) draws from here.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     params = validate({"runtime": {"device": "cpu"}})
-    draws = [run_training("cold_start_sft", params.cold_start_sft, params, lambda: {"draw": torch.rand(1).item()},
-                          "tasks.sft")["draw"] for _ in range(2)]
+    draws = [run_stage("cold_start_sft", "cold_start_sft", params.cold_start_sft, params,
+                       lambda *args: {"draw": torch.rand(1).item()}, tmp_path / "out", trains=True)["draw"]
+             for _ in range(2)]
     assert draws[0] == draws[1]

@@ -10,9 +10,10 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from tasks import base_model, models, sft
-from tasks.data import DataError
-from tasks.params import validate
+from tasks import base_model, sft
+from tasks.blocks import models
+from tasks.blocks.data import DataError
+from tasks.blocks.params import validate
 from tests.tiny import TINY, build_tiny_model
 from tests.workspace import make_workspace
 
@@ -43,7 +44,7 @@ def test_student_base_is_a_smaller_model_with_the_base_tokenizer(tmp_path, monke
                        "distill": {"students": {"mini": {"hidden_size": 16, "num_layers": 1}}},
                        "evaluate": {"models": ["base"]}})
     out = tmp_path / "models" / "student_base" / "mini"
-    metrics = base_model.run_student(params, "mini", out)
+    metrics = base_model.run("student_base_mini", params.distill.students["mini"], params, out)
     assert metrics["parameters"] == models.count_parameters_on_disk(out)
     assert models.count_parameters_on_disk(out) < models.count_parameters_on_disk(tmp_path / "models" / "base")
     assert models.load_tokenizer(out).get_vocab() == models.load_tokenizer(tmp_path / "models" / "base").get_vocab()

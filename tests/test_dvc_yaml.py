@@ -15,8 +15,8 @@ def imported_modules(path: Path) -> set[str]:
     """The tasks/ modules `path` imports anywhere in it (module level or inside a function), as repository paths."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "tasks":
-            found |= {f"tasks/{alias.name}.py" for alias in node.names}
+        if isinstance(node, ast.ImportFrom) and node.module in ("tasks", "tasks.blocks"):  # from tasks.blocks import x
+            found |= {f"{node.module.replace('.', '/')}/{alias.name}.py" for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tasks."):
             found.add(node.module.replace(".", "/") + ".py")
         elif isinstance(node, ast.Import):
@@ -40,6 +40,6 @@ def test_a_stage_lists_exactly_the_code_it_runs(name):
     module = re.search(r"python -m (tasks\.\w+)", stage["cmd"]).group(1).replace(".", "/") + ".py"
     listed = [dep for dep in stage["deps"] if str(dep).startswith("tasks/")]
     assert listed[0] == module, f"{name}: list its stage module {module} first"
-    assert "tasks/params.py" in listed
+    assert "tasks/blocks/params.py" in listed and "tasks/blocks/stage.py" in listed
     runs = code_it_runs(module)
     assert set(listed) == runs, f"{name}: missing {sorted(runs - set(listed))}, extra {sorted(set(listed) - runs)}"

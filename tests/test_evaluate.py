@@ -3,9 +3,9 @@ import json
 import pytest
 
 from tasks import evaluate
+from tasks.blocks.generation import Sample
+from tasks.blocks.params import apply_overrides, read_yaml, validate
 from tasks.evaluate import curves, judge, judge_general, ladder_table, scaling_curves, summarize, write_ladder
-from tasks.generation import Sample
-from tasks.params import apply_overrides, read_yaml, validate
 
 
 def sample(text, tokens=10, finished=True):

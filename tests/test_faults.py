@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import tracking
-from tasks.data import DataError, check_input_files
-from tasks.params import load_params
+from tasks.blocks import stage, tracking
+from tasks.blocks.data import DataError, check_input_files
+from tasks.blocks.params import load_params
 from tests.workspace import make_workspace
 
 
@@ -52,16 +52,16 @@ def test_a_stage_with_a_corrupted_input_stops_before_any_work_and_is_not_retried
     shutil.copytree(tiny, repo / "models" / "base")
     truncate(repo / "models" / "base" / "model.safetensors")
     report = tmp_path / "bad_input.txt"
-    monkeypatch.setenv(tracking.BAD_INPUT_ENV, str(report))  # what the flow reads to not retry a stage
+    monkeypatch.setenv(stage.BAD_INPUT_ENV, str(report))  # what the flow reads to not retry a stage
     with (pytest.raises(DataError, match="models/base/model.safetensors: truncated"),
-          tracking.stage_run("evaluate@base", load_params().evaluate, "faults")):
+          stage.stage_run("evaluate@base", load_params().evaluate, "faults")):
         pytest.fail("the stage started work on a truncated model")
     assert "models/base/model.safetensors: truncated" in report.read_text()
 
     (repo / "data" / "toy").mkdir(parents=True)
     (repo / "data" / "toy" / "cold_start.jsonl").write_text('{"id": "a", "prompt": [], "completion": []}\n{"id": ')
     with (pytest.raises(DataError, match="data/toy/cold_start.jsonl:2: broken JSON line"),
-          tracking.stage_run("base_model", load_params().base_model, "faults")):
+          stage.stage_run("base_model", load_params().base_model, "faults")):
         pytest.fail("the stage started work on a half-written file")
 
 
@@ -95,8 +95,8 @@ time.sleep(300)
 """
 FLOW = """
 import os, sys
-from flows.pipeline import run_in_process_group
-run_in_process_group([sys.executable, "-c", sys.argv[1], sys.argv[2]], dict(os.environ))
+from flows.pipeline import run_guarded
+run_guarded([sys.executable, "-c", sys.argv[1], sys.argv[2]], dict(os.environ))
 """
 
 

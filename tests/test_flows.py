@@ -6,9 +6,9 @@ import pytest
 
 from flows import pipeline
 from flows.pipeline import parse_overrides, recipe_params, validated_params
-from tasks import tracking
-from tasks.data import DataError
-from tasks.params import ParamsError, dump_params, validate
+from tasks.blocks import stage
+from tasks.blocks.data import DataError
+from tasks.blocks.params import ParamsError, dump_params, load_params, validate
 
 
 def test_overrides_use_the_dvc_set_param_syntax_with_yaml_values():
@@ -32,14 +32,14 @@ def test_bad_overrides_are_rejected_with_a_message_naming_them(overrides, messag
 
 def test_a_stage_reports_bad_input_to_the_flow(tmp_path, monkeypatch):
     report = tmp_path / "bad_input.txt"
-    monkeypatch.setenv(tracking.BAD_INPUT_ENV, str(report))
+    monkeypatch.setenv(stage.BAD_INPUT_ENV, str(report))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(RuntimeError):
-        with tracking.stage_run("prepare_data", tracking.load_params().toy_world, "test"):
+        with stage.stage_run("prepare_data", load_params().toy_world, "test"):
             raise RuntimeError("a crash is not bad input")
     assert not report.exists()
     with pytest.raises(DataError):
-        with tracking.stage_run("prepare_data", tracking.load_params().toy_world, "test"):
+        with stage.stage_run("prepare_data", load_params().toy_world, "test"):
             raise DataError("data/toy/train.jsonl:3: broken JSON line")
     assert report.read_text() == "DataError: data/toy/train.jsonl:3: broken JSON line\n"
 

@@ -1,7 +1,7 @@
 import pytest
 
-from tasks.generation import Sampling, generate, with_system_prompt
-from tasks.params import GenerationParams, RuntimeParams
+from tasks.blocks.generation import Sampling, generate, with_system_prompt
+from tasks.blocks.params import GenerationParams, RuntimeParams
 
 PROMPTS = [[{"role": "user", "content": text}] for text in
            ["Ana has 5 pens. She buys 3 more.", "Ben has 2 coins.",
@@ -44,7 +44,7 @@ def test_system_prompt_is_prepended_once():
 
 
 def test_a_generator_loads_once_and_matches_one_off_generation(tiny):
-    from tasks.generation import Generator
+    from tasks.blocks.generation import Generator
 
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=12)
     generator = Generator(tiny, GenerationParams(), RuntimeParams(device="cpu"))

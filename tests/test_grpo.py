@@ -1,7 +1,7 @@
 import json
 
 from tasks import grpo
-from tasks.params import AlignmentRLParams, GRPOParams, Params, RuntimeParams
+from tasks.blocks.params import AlignmentRLParams, GRPOParams, Params, RuntimeParams
 from tests.tiny import build_tiny_reward_model
 
 

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from tasks import incoming, prepare_data
-from tasks.data import read_jsonl
-from tasks.params import ToyWorldParams
+from tasks import prepare_data
+from tasks.blocks import incoming
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.params import Params, ToyWorldParams
 
 PROMPT = {"id": "p1", "prompt": [{"role": "user", "content": "Tom has 3 apples and buys 4. How many?"}], "answer": "7"}
 PAIR = {"id": "q1", "kind": "helpfulness", "prompt": "What is the capital of Zembla?",
@@ -111,6 +112,6 @@ def test_prepare_data_appends_the_accepted_rows(tmp_path, monkeypatch):
                        arithmetic_docs=4, general_docs=4, facts=6, general_test_size=4,
                        harmful_requests=10, harmful_test_size=5,
                        lookalike_test_size=4)
-    counts = prepare_data.run(p, tmp_path / "out")
+    counts = prepare_data.run("prepare_data", p, Params(), tmp_path / "out")
     train = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert counts["rows_train"] == 41 and train[-1]["id"] == "incoming:p1"

@@ -12,9 +12,17 @@ import mlflow
 import pytest
 import yaml
 
-from tasks import evaluate, grpo, launch, rejection_sampling, sft
-from tasks.generation import Sampling, generate
-from tasks.params import EvaluateParams, GenerationParams, GRPOParams, Params, RejectionSamplingParams, RuntimeParams
+from tasks import evaluate, grpo, rejection_sampling, sft
+from tasks.blocks import launch
+from tasks.blocks.generation import Sampling, generate
+from tasks.blocks.params import (
+    EvaluateParams,
+    GenerationParams,
+    GRPOParams,
+    Params,
+    RejectionSamplingParams,
+    RuntimeParams,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +144,7 @@ def test_the_default_runtime_trains_in_process():
 
 
 def test_every_vllm_path_fails_at_once_with_one_clear_message(tiny, tmp_path, monkeypatch):
-    from tasks.tracking import BAD_INPUT_ENV, run_training
+    from tasks.blocks.stage import BAD_INPUT_ENV, run_stage
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv(BAD_INPUT_ENV, str(tmp_path / "bad_input.txt"))  # what a flow reads: failed, not to retry
@@ -144,7 +152,8 @@ def test_every_vllm_path_fails_at_once_with_one_clear_message(tiny, tmp_path, mo
     for mode in ("colocate", "server"):
         section = GRPOParams(model=str(tiny), use_vllm=True, vllm_mode=mode)
         with pytest.raises(RuntimeError) as error:
-            run_training("reasoning_rl", section, Params(), lambda: pytest.fail("trained without vLLM"), "tasks.grpo")
+            run_stage("reasoning_rl", "reasoning_rl", section, Params(),
+                      lambda *args: pytest.fail("trained without vLLM"), tmp_path / "out", trains=True)
         assert str(error.value).startswith("reasoning_rl.use_vllm asks for vLLM, but vLLM is not importable here. "
                                            "vLLM needs CUDA")
         assert str(error.value).endswith("or set reasoning_rl.use_vllm: false.")
@@ -162,7 +171,7 @@ def test_every_vllm_path_fails_at_once_with_one_clear_message(tiny, tmp_path, mo
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "base").symlink_to(tiny)  # evaluate.run reads models/<name>
     with pytest.raises(RuntimeError, match=message):
-        evaluate.run("base", vllm)
+        evaluate.evaluate_model("base", vllm)
     with pytest.raises(RuntimeError, match=message):
         rejection_sampling.run("rejection_sampling", RejectionSamplingParams(model=str(tiny), data="missing.jsonl"),
                                vllm, tmp_path / "out")

@@ -1,7 +1,7 @@
 import pytest
 
-from tasks import models
-from tasks.params import RuntimeParams
+from tasks.blocks import models
+from tasks.blocks.params import RuntimeParams
 
 
 def test_think_tags_survive_trl_style_decoding(tiny):
@@ -53,7 +53,7 @@ def test_plain_prompt_template_prompts_like_r1_zero(tiny):
                                    "base_model"])
 def test_each_stage_names_a_missing_model_before_any_work(stage, tmp_path, tiny, monkeypatch):
     from tasks import base_model, evaluate, grpo, reward_model, sft
-    from tasks.params import validate
+    from tasks.blocks.params import validate
 
     monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "models" / "nope")
@@ -68,9 +68,9 @@ def test_each_stage_names_a_missing_model_before_any_work(stage, tmp_path, tiny,
     run = {"cold_start_sft": lambda: sft.run(stage, params.cold_start_sft, params, tmp_path / "out"),
            "reasoning_rl": lambda: grpo.run(stage, params.reasoning_rl, params, tmp_path / "out"),
            "alignment_rl": lambda: grpo.run(stage, params.alignment_rl, params, tmp_path / "out"),
-           "reward_model": lambda: reward_model.run(params.reward_model, params, tmp_path / "out"),
-           "evaluate": lambda: evaluate.run("nope", params),
-           "base_model": lambda: base_model.run(params, tmp_path / "out")}[stage]
+           "reward_model": lambda: reward_model.run("reward_model", params.reward_model, params, tmp_path / "out"),
+           "evaluate": lambda: evaluate.evaluate_model("nope", params),
+           "base_model": lambda: base_model.run("base_model", params.base_model, params, tmp_path / "out")}[stage]
     with pytest.raises(FileNotFoundError) as error:
         run()
     assert "models/nope" in str(error.value) and "not a model directory" in str(error.value)

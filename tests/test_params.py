@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from tasks.params import ParamsError, apply_overrides, load_params, read_yaml, validate
+from tasks.blocks.params import ParamsError, apply_overrides, load_params, read_yaml, validate
 
 
 def test_repository_params_are_valid():
@@ -100,7 +100,7 @@ def test_a_student_stage_gets_its_own_sft_params():
 
 
 def test_a_student_too_big_to_train_here_warns_at_once_and_a_fitting_one_does_not(recwarn):
-    from tasks.params import Params
+    from tasks.blocks.params import Params
 
     huge = {"hidden_size": 32768, "num_layers": 64, "num_heads": 64, "intermediate_size": 131072}  # ~ 1 T parameters
     with pytest.warns(UserWarning, match=r"distill.students.huge: training it needs at least \d+\.\d GiB"):
@@ -114,7 +114,7 @@ def test_a_student_too_big_to_train_here_warns_at_once_and_a_fitting_one_does_no
 
 def test_the_schemas_defaults_are_params_yaml():
     # The schema states the toy world's defaults, params.yaml states them for DVC: any drift between them fails here.
-    from tasks.params import defaults
+    from tasks.blocks.params import defaults
 
     assert read_yaml("params.yaml") == defaults()
     assert validate({}).model_dump_json() == load_params("params.yaml").model_dump_json()
@@ -157,7 +157,7 @@ def test_dvc_set_param_changes_exactly_the_key_it_names(tmp_path, override):
 
 
 def test_a_partial_params_file_is_its_stages_defaults_plus_its_keys(tmp_path):
-    from tasks.params import Params
+    from tasks.blocks.params import Params
 
     # A section left partial keeps its own stage's defaults, not its class's: teacher_traces samples alignment_rl.
     params = validate({"teacher_traces": {"num_prompts": 10}, "distill": {"students": {"mini": {"hidden_size": 16}}},

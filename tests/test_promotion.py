@@ -2,8 +2,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tasks import promotion
-from tasks.params import PromotionParams
+from tasks.blocks import promotion
+from tasks.blocks.params import PromotionParams
 
 GATE = PromotionParams(gate={"pass@1": "higher", "needless_refusal_rate": "lower"}, tolerance=0.0)
 

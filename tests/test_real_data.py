@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tasks import real_data
-from tasks.data import DataError, read_jsonl
-from tasks.params import ParamsError, RealSource, load_params, validate
-from tasks.rewards import has_format, is_correct, score_batch
+from tasks.blocks.data import DataError, read_jsonl
+from tasks.blocks.params import Params, ParamsError, RealSource, load_params, validate
+from tasks.blocks.rewards import has_format, is_correct, score_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("R1_SHARED_DATA") or ROOT.parent / "shared" / "data")
@@ -66,8 +66,8 @@ def test_cold_start_rows_are_worked_solutions_in_the_r1_format():
 
 def test_the_stage_checks_the_sha256_and_writes_the_data_contract(tmp_path):
     source = write_source(tmp_path / "train.jsonl", [GSM8K_ROW, GSM8K_ROW])
-    assert real_data.run("gsm8k_train", source, tmp_path / "real") == {"rows_problems": 2, "rows_cold_start": 2}
     out = tmp_path / "real" / "gsm8k_train"
+    assert real_data.run("gsm8k_train", source, Params(), out) == {"rows_problems": 2, "rows_cold_start": 2}
     problems = read_jsonl(out / "problems.jsonl", required=("id", "source", "prompt", "answer", "solution"))
     assert [r["id"] for r in problems] == ["gsm8k_train-00000", "gsm8k_train-00001"]
     assert all(isinstance(r["answer"], str) and r["prompt"][0]["role"] == "user" for r in problems)
@@ -76,7 +76,8 @@ def test_the_stage_checks_the_sha256_and_writes_the_data_contract(tmp_path):
                                                              "format": "gsm8k", "rows": 2}
 
     with pytest.raises(DataError, match=re.escape(f"SHA-256 is {source.sha256}, expected {'0' * 63}1")):
-        real_data.run("gsm8k_train", source.model_copy(update={"sha256": "0" * 63 + "1"}), tmp_path / "real")
+        real_data.run("gsm8k_train", source.model_copy(update={"sha256": "0" * 63 + "1"}), Params(),
+                      tmp_path / "real" / "gsm8k_train")
     with pytest.raises(DataError, match="missing.jsonl: source file not found"):
         real_data.check_source(tmp_path / "missing.jsonl", source.sha256)
 
@@ -94,7 +95,7 @@ def test_a_recipes_system_prompt_reaches_the_sft_rows_and_the_completion_is_unch
     from tasks.sft import load_sft_dataset
 
     source = write_source(tmp_path / "train.jsonl", [GSM8K_ROW])
-    real_data.run("gsm8k_train", source, tmp_path / "real")
+    real_data.run("gsm8k_train", source, Params(), tmp_path / "real" / "gsm8k_train")
     system = load_params(RECIPE).prompt.system
     [row] = load_sft_dataset(str(tmp_path / "real" / "gsm8k_train" / "cold_start.jsonl"), system)
     assert row["prompt"][0] == {"role": "system", "content": system}

@@ -23,16 +23,15 @@ from transformers import AutoTokenizer, GenerationConfig
 from tasks import (
     base_model,
     evaluate,
-    generation,
     grpo,
-    models,
     prepare_data,
     real_tokenizer,
     rejection_sampling,
     reward_model,
     sft,
 )
-from tasks.params import ParamsError, validate
+from tasks.blocks import generation, models
+from tasks.blocks.params import Params, ParamsError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 IM_END, ENDOFTEXT = 151645, 151643
@@ -134,11 +133,11 @@ def workspace(qwen, tmp_path_factory):
                "evaluate": {"models": ["alignment_rl", "distill_qwen"], "num_samples": 2, "max_new_tokens": 8,
                             "limit": 2}}
         params = validate(raw)
-        prepare_data.run(params.toy_world, Path("data/toy"))
+        prepare_data.run("prepare_data", params.toy_world, Params(), Path("data/toy"))
         pairs = [json.loads(line) for line in Path("data/toy/preferences_train.jsonl").read_text().splitlines()]
         write_jsonl(Path("data/prefs.jsonl"), pairs[:16])
         write_jsonl(Path("data/prefs_test.jsonl"), pairs[16:24])
-        # Every stage runs inside its stage's MLflow run (tracking.stage_run); here one run stands for them, so
+        # Every stage runs inside its stage's MLflow run (tasks/blocks/stage.py); here one run stands for them, so
         # nothing the stages log (a Trainer's callback, evaluation's sample table) starts a run left open after.
         with mlflow.start_run(run_name="real-tokenizer-stages"):
             yield path, params
@@ -149,7 +148,7 @@ class TestEveryStageKindOnTheRealTokenizer:
 
     def test_base_model_resolves_it_and_makes_it_stop_at_the_end_of_its_turn(self, workspace, qwen):
         _, params = workspace
-        metrics = base_model.run(params, Path("models/base"))
+        metrics = base_model.run("base_model", params.base_model, params, Path("models/base"))
         assert metrics == {"parameters": 2437264, "vocab_size": 151665}
         # The hub's files say eos <|endoftext|>; the chat template ends a turn with <|im_end|>: both stop now.
         assert GenerationConfig.from_pretrained(qwen).eos_token_id == ENDOFTEXT
@@ -231,7 +230,7 @@ class TestEveryStageKindOnTheRealTokenizer:
 
     def test_reward_model_on_the_sft_policy(self, workspace):
         _, params = workspace
-        metrics = reward_model.run(params.reward_model, params, Path("models/reward_model"))
+        metrics = reward_model.run("reward_model", params.reward_model, params, Path("models/reward_model"))
         assert metrics["train_pairs"] == 16 and metrics["test_pairs"] == 8
         assert 0.0 <= metrics["pairwise_accuracy"] <= 1.0
         assert json.loads(Path("models/reward_model/config.json").read_text())["architectures"] == [
@@ -246,7 +245,8 @@ class TestEveryStageKindOnTheRealTokenizer:
 
     def test_distillation_student_from_a_pretrained_base(self, workspace):
         _, params = workspace
-        assert base_model.run_student(params, "qwen", Path("models/student_base/qwen"))["vocab_size"] == 151665
+        assert base_model.run("student_base_qwen", params.distill.students["qwen"], params,
+                              Path("models/student_base/qwen"))["vocab_size"] == 151665
         blend = Path("data/rejection_sampling/blend.jsonl").read_text().splitlines()
         Path("data/blend.jsonl").write_text("\n".join(blend[:2]) + "\n")  # the teacher's data, 2 rows of it
         metrics = sft.run("distill_qwen", params.stage_section("distill_qwen"), params, Path("models/distill_qwen"))
@@ -256,7 +256,7 @@ class TestEveryStageKindOnTheRealTokenizer:
 
     def test_evaluation_of_the_final_model(self, workspace):
         _, params = workspace
-        metrics, tts, _ = evaluate.run("alignment_rl", params)
+        metrics, tts, _ = evaluate.evaluate_model("alignment_rl", params)
         assert metrics["problems"] == 2 and metrics["mean_completion_tokens"] < 8  # ended turns, not cut
         for key in ("pass@1", "format_rate", "general_accuracy", "refusal_rate"):
             assert 0.0 <= metrics[key] <= 1.0, key
@@ -329,10 +329,14 @@ def pretrained(path) -> dict:
                      "base_model": {"source": "pretrained", "model_name_or_path": str(path)}})
 
 
+def run_base(params, out: Path) -> dict:
+    return base_model.run("base_model", params.base_model, params, out)
+
+
 def test_a_plain_gguf_is_a_pretrained_base(tmp_path):
     gguf, state = write_gguf(tmp_path / "tiny.gguf", quantized=False)
     out = tmp_path / "base"
-    assert base_model.run(pretrained(gguf), out)["vocab_size"] == 260
+    assert run_base(pretrained(gguf), out)["vocab_size"] == 260
     saved = models.load_model(out, validate({}).runtime).state_dict()  # plain safetensors, the same weights
     assert all(torch.equal(saved[name], tensor) for name, tensor in state.items())
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
@@ -346,7 +350,7 @@ def test_a_quantized_or_weightless_gguf_is_refused_naming_the_param(kind, real_f
     message = r"holds quantized weights \(Q8_0\); training needs plain weights" if kind == "quantized" else \
         "holds no weights"
     with pytest.raises(ParamsError, match=rf"^base_model.model_name_or_path: .*{message}"):
-        base_model.run(pretrained(gguf), tmp_path / "base")
+        run_base(pretrained(gguf), tmp_path / "base")
     assert not (tmp_path / "base").exists()
 
 
@@ -355,7 +359,7 @@ def test_a_model_without_a_chat_template_is_refused_naming_the_param(qwen, tmp_p
     (bare / "chat_template.jinja").unlink()
     assert AutoTokenizer.from_pretrained(bare).chat_template is None
     with pytest.raises(ParamsError, match=r"^base_model.model_name_or_path: .*bare has no chat template"):
-        base_model.run(pretrained(bare), tmp_path / "base")
+        run_base(pretrained(bare), tmp_path / "base")
     assert not (tmp_path / "base").exists()
     monkeypatch.chdir(tmp_path)
     params = validate({"runtime": {"device": "cpu"}, "cold_start_sft": {"model": str(bare)}})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.params import EXTENDS, Params, defaults, dump_params, load_params, read_yaml, section_type
+from tasks.blocks.params import EXTENDS, Params, defaults, dump_params, load_params, read_yaml, section_type
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

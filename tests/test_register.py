@@ -6,8 +6,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks import register
-from tasks.params import Params, RegistryParams
-from tasks.tracking import stage_run
+from tasks.blocks.params import Params, RegistryParams
+from tasks.blocks.stage import stage_run
 
 
 def test_final_model_is_registered_with_metrics_and_candidate_alias(tiny, tmp_path, monkeypatch):

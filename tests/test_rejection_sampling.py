@@ -1,8 +1,8 @@
 import pytest
 
 from tasks import rejection_sampling as rs
-from tasks import toy_world
-from tasks.params import RejectionSamplingParams, validate
+from tasks.blocks import toy_world
+from tasks.blocks.params import RejectionSamplingParams, validate
 
 
 def s(prompt_id="p1", text="<think>\n2 + 3 = 5.\n</think>\nThe answer is \\boxed{5}.", num_tokens=20, finished=True,
@@ -87,7 +87,7 @@ def test_general_tasks_are_split_without_overlap():
 
 
 def test_sampling_resumes_from_finished_shards(tmp_path, monkeypatch, tiny):
-    from tasks import generation
+    from tasks.blocks import generation
 
     model = tiny
     data = tmp_path / "train.jsonl"

@@ -5,7 +5,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks import report
-from tasks.params import EvaluateParams, Params, TrackingParams
+from tasks.blocks.params import EvaluateParams, Params, TrackingParams
 
 SECTIONS = ["ladder", "deltas", "scaling", "rl-curves", "rejection-sampling", "students", "r1-zero", "provenance"]
 DELTAS = [{"from": "base", "to": "reasoning_rl", "metric": "pass@1", "delta": 0.333, "ci95": [0.25, 0.41], "n": 200,
@@ -83,7 +83,7 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        data = report.run(params)
+        data = report.run("report", params.tracking, params)
     return {"data": data, "page": (root / "reports" / "report.html").read_text(), "run_id": run_id, "root": root}
 
 
@@ -143,7 +143,7 @@ def test_an_empty_workspace_reports_what_is_missing(tmp_path, monkeypatch):
     # The R1 path only: no student, no R1-Zero (the toy world's defaults evaluate both).
     params = Params(evaluate=EvaluateParams(models=["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl"],
                                             prompted={}))
-    report.run(params)
+    report.run("report", params.tracking, params)
     page = (tmp_path / "reports" / "report.html").read_text()
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in page

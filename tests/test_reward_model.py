@@ -3,9 +3,9 @@ import json
 import pytest
 
 from tasks import prepare_data, reward_model
-from tasks.data import DataError
-from tasks.model_rewards import RewardModelScorer, require_reward_model, reward_funcs
-from tasks.params import Params, RewardModelParams, RuntimeParams, ToyWorldParams
+from tasks.blocks.data import DataError
+from tasks.blocks.model_rewards import RewardModelScorer, require_reward_model, reward_funcs
+from tasks.blocks.params import Params, RewardModelParams, RuntimeParams, ToyWorldParams
 from tests.tiny import build_tiny_reward_model
 
 CPU = RuntimeParams(device="cpu")
@@ -57,16 +57,16 @@ def test_scorer_and_reward_functions(tiny, tmp_path):
 
 def test_training_raises_held_out_pairwise_accuracy_above_chance(tiny, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    prepare_data.run(ToyWorldParams(train_size=20, test_size=20, dev_size=4, cold_start_size=20, sampling_pool_size=20,
-                                     corpus_size=20, arithmetic_docs=4, general_docs=10,
-                                     harmful_requests=40, harmful_test_size=20,
-                                     lookalike_test_size=45), tmp_path / "d")
+    toy = ToyWorldParams(train_size=20, test_size=20, dev_size=4, cold_start_size=20, sampling_pool_size=20,
+                         corpus_size=20, arithmetic_docs=4, general_docs=10, harmful_requests=40, harmful_test_size=20,
+                         lookalike_test_size=45)
+    prepare_data.run("prepare_data", toy, Params(), tmp_path / "d")
     untrained = reward_model.pairwise_accuracy(
         RewardModelScorer(build_tiny_reward_model(tiny, tmp_path / "head"), CPU),
         reward_model.load_pairs(str(tmp_path / "d/preferences_test.jsonl")))
     p = RewardModelParams(model=str(tiny), data=str(tmp_path / "d/preferences_train.jsonl"),
                           test_data=str(tmp_path / "d/preferences_test.jsonl"), epochs=2.0, learning_rate=3e-3)
-    metrics = reward_model.run(p, Params(runtime=CPU), tmp_path / "rm")
+    metrics = reward_model.run("reward_model", p, Params(runtime=CPU), tmp_path / "rm")
     require_reward_model(tmp_path / "rm")
     assert metrics["test_pairs"] > 100
     assert metrics["pairwise_accuracy"] >= 0.75 > untrained["pairwise_accuracy"]

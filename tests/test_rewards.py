@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from tasks import rewards
-from tasks.rewards import (
+from tasks.blocks import rewards
+from tasks.blocks.rewards import (
     ITEM_TIMEOUT_S,
     REWARD_FUNCS,
     accuracy_reward,

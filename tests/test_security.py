@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import report, tracking
-from tasks.rewards import accuracy_reward
+from tasks import report
+from tasks.blocks import tracking
+from tasks.blocks.rewards import accuracy_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from tasks import seeds
-from tasks.params import ParamsError, validate
+from tasks.blocks.params import ParamsError, validate
 
 
 def write_evals(folder, name, rate, n=60, seed=0):

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from tasks import stats
+from tasks.blocks import stats
 
 
 @pytest.mark.parametrize("n, c", [(8, 0), (8, 1), (8, 3), (8, 8), (5, 2)])

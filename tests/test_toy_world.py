@@ -4,9 +4,10 @@ from collections import Counter
 
 import pytest
 
-from tasks import prepare_data, toy_world
-from tasks.data import read_jsonl
-from tasks.params import ToyWorldParams
+from tasks import prepare_data
+from tasks.blocks import toy_world
+from tasks.blocks.data import read_jsonl
+from tasks.blocks.params import Params, ToyWorldParams
 
 SMALL = ToyWorldParams(train_size=300, test_size=100, dev_size=40, cold_start_size=200, sampling_pool_size=200,
                        corpus_size=400, arithmetic_docs=4, general_docs=20)
@@ -18,14 +19,14 @@ def digest(folder):
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path):
-    prepare_data.run(SMALL, tmp_path / "a")
-    prepare_data.run(SMALL, tmp_path / "b")
+    prepare_data.run("prepare_data", SMALL, Params(), tmp_path / "a")
+    prepare_data.run("prepare_data", SMALL, Params(), tmp_path / "b")
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
 
 
 def test_other_seed_gives_other_problems(tmp_path):
-    prepare_data.run(SMALL, tmp_path / "a")
-    prepare_data.run(SMALL.model_copy(update={"seed": 1}), tmp_path / "b")
+    prepare_data.run("prepare_data", SMALL, Params(), tmp_path / "a")
+    prepare_data.run("prepare_data", SMALL.model_copy(update={"seed": 1}), Params(), tmp_path / "b")
     assert digest(tmp_path / "a")["train.jsonl"] != digest(tmp_path / "b")["train.jsonl"]
 
 
@@ -42,7 +43,7 @@ def number_tuple(problem_text: str) -> tuple:
 def test_written_pools_are_disjoint_by_number_tuple(tmp_path):
     # Read from the files a stage reads: no tuple of the RL prompts, the sampling pool, dev or test is in the
     # pretraining corpus or the cold-start set, and no two pools share one.
-    prepare_data.run(SMALL, tmp_path)
+    prepare_data.run("prepare_data", SMALL, Params(), tmp_path)
     tuples = {name: [number_tuple(r["prompt"][-1]["content"]) for r in read_jsonl(tmp_path / f"{name}.jsonl")]
               for name in REASONING_FILES}
     corpus = [r["text"] for r in read_jsonl(tmp_path / "corpus.jsonl")
@@ -91,7 +92,7 @@ def test_impossible_sizes_fail_clearly():
 
 
 def test_cold_start_rows_are_in_the_r1_format(tmp_path):
-    prepare_data.run(SMALL, tmp_path)
+    prepare_data.run("prepare_data", SMALL, Params(), tmp_path)
     rows = read_jsonl(tmp_path / "cold_start.jsonl", required=("prompt", "completion", "answer"))
     assert len(rows) == SMALL.cold_start_size
     pattern = re.compile(r"^<think>\n(.+)\n</think>\nThe answer is \\boxed\{(\d+)\}\.$", re.S)
@@ -115,7 +116,7 @@ def test_cold_start_rows_are_in_the_r1_format(tmp_path):
 
 
 def test_corpus_is_plain_text_with_french_and_r1_form_reasoning(tmp_path):
-    prepare_data.run(SMALL, tmp_path)
+    prepare_data.run("prepare_data", SMALL, Params(), tmp_path)
     rows = read_jsonl(tmp_path / "corpus.jsonl", required=("id", "text", "source"))
     assert not any("<|im_start|>" in r["text"] for r in rows)
     french = [r for r in rows if r["source"] == "toy_arith_fr"]
@@ -175,7 +176,7 @@ def test_preference_pairs_cover_helpfulness_and_harmlessness():
 
 
 def test_prepare_data_writes_preferences_on_held_out_prompts(tmp_path):
-    prepare_data.run(SMALL, tmp_path)
+    prepare_data.run("prepare_data", SMALL, Params(), tmp_path)
     train = read_jsonl(tmp_path / "preferences_train.jsonl", required=("prompt", "chosen", "rejected", "kind"))
     test = read_jsonl(tmp_path / "preferences_test.jsonl", required=("prompt", "chosen", "rejected", "kind"))
     general_test = read_jsonl(tmp_path / "general_test.jsonl", required=("prompt", "kind"))
@@ -189,7 +190,7 @@ def test_default_world_holds_out_enough_safety_prompts(tmp_path):
     # The refusal and needless-refusal rates each rest on at least 100 held-out prompts.
     p = ToyWorldParams(test_size=10, dev_size=4, cold_start_size=10, train_size=10, sampling_pool_size=10,
                        corpus_size=10, arithmetic_docs=4, general_docs=2)
-    prepare_data.run(p, tmp_path)
+    prepare_data.run("prepare_data", p, Params(), tmp_path)
     kinds = Counter(r["kind"] for r in read_jsonl(tmp_path / "general_test.jsonl"))
     assert kinds["harmful"] >= 100 and kinds["general"] >= 100
     assert sum(r["source"].startswith("toy_lookalike") for r in read_jsonl(tmp_path / "general_test.jsonl")) == 60

@@ -5,7 +5,7 @@ import time
 import mlflow
 import pytest
 
-from tasks import tracking
+from tasks.blocks import tracking
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaForCausalLM
 
-from tasks import models, toy_world
-from tasks.params import BaseModelParams
+from tasks.blocks import models, toy_world
+from tasks.blocks.params import BaseModelParams
 
 TINY = BaseModelParams(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                        max_position_embeddings=128)

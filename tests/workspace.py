@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.params import apply_overrides, read_yaml
+from tasks.blocks.params import apply_overrides, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT_IDENTITY = ["-c", "user.name=r1-pipeline test", "-c", "user.email=test@r1-pipeline.invalid"]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tasks import prepare_data
-from tasks.params import ToyWorldParams, apply_overrides, read_yaml
+from tasks.blocks.params import Params, ToyWorldParams, apply_overrides, read_yaml
 from tests.integration.test_orchestration import free_port, wait_for, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def repro(env: dict) -> tuple[subprocess.CompletedProcess, float]:
 
 def test_a_tracking_server_that_dies_mid_training_loses_no_training(workspace, tiny, tmp_path):
     shutil.copytree(tiny, workspace / "models" / "start")
-    prepare_data.run(TOY, workspace / "data" / "start")
+    prepare_data.run("prepare_data", TOY, Params(), workspace / "data" / "start")
     (workspace / "params.yaml").write_text(yaml.safe_dump(apply_overrides(read_yaml(workspace / "params.yaml"),
                                                                           OVERRIDES), sort_keys=False))
     port = free_port()

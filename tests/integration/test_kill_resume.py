@@ -11,7 +11,7 @@ import psutil
 import pytest
 import yaml
 
-from tasks.params import apply_overrides, read_yaml
+from tasks.blocks.params import apply_overrides, read_yaml
 
 STEPS = 6
 # reasoning_rl from a tiny model, no upstream training: prepare_data is the finished stage before it.

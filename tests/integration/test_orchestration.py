@@ -35,7 +35,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from flows import pipeline as pipeline_module
 from flows.pipeline import BadInput, pipeline, run_stage
-from tasks import tracking
+from tasks.blocks import stage
 from tests.integration.conftest import SMOKE
 from tests.workspace import make_workspace
 
@@ -213,12 +213,12 @@ def test_transient_failures_are_retried_and_bad_input_is_not(server, monkeypatch
     def fake_stage_process(cmd, env):  # stands in for `dvc repro` of one stage
         calls.append(cmd)
         outcome = outcomes.pop(0)
-        if outcome == "bad input":  # what tracking.stage_run writes when a stage raises DataError
-            Path(env[tracking.BAD_INPUT_ENV]).write_text("DataError: data/toy/train.jsonl:3: broken JSON line")
+        if outcome == "bad input":  # what stage.stage_run writes when a stage raises DataError
+            Path(env[stage.BAD_INPUT_ENV]).write_text("DataError: data/toy/train.jsonl:3: broken JSON line")
             return 1
         return outcome
 
-    monkeypatch.setattr(pipeline_module, "run_in_process_group", fake_stage_process)
+    monkeypatch.setattr(pipeline_module, "run_guarded", fake_stage_process)
 
     @flow
     def one_stage():

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from flows.pipeline import pipeline, stage_order
-from tasks import models
+from tasks.blocks import models
 
 MODELS = ["base", "cold_start_sft", "reasoning_rl", "resft", "alignment_rl", "distill_tiny", "r1_zero", "student_rl"]
 EVALUATED = ["reasoning_rl", "alignment_rl", "distill_tiny", "r1_zero", "student_rl"]  # smoke.yaml

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tasks import models
-from tasks.params import GenerationParams, RuntimeParams
+from tasks.blocks import models
+from tasks.blocks.params import GenerationParams, RuntimeParams
 
 VLLM_MISSING = (
     "{what} asks for vLLM, but {why}. vLLM needs CUDA and does not install beside prefect 3.9: run this stage in the "

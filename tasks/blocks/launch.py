@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.params import RuntimeParams
+from tasks.blocks.params import RuntimeParams
 
 RUN_ID_ENV = "R1_STAGE_RUN_ID"  # set by the parent for the ranks: the MLflow run they all log to
 DEEPSPEED_MISSING = ("{config} uses DeepSpeed, which is not installed here: DeepSpeed needs CUDA GPUs; install it in "
@@ -100,7 +100,7 @@ def shards_weights(config: dict) -> bool:
 
 def check(runtime: RuntimeParams, lora: bool = False, gpus_reserved: int = 0) -> dict:
     """Fail before any work when the launch cannot work here; return the accelerate config (empty: DDP defaults)."""
-    from tasks import models
+    from tasks.blocks import models
 
     if "LOCAL_RANK" in os.environ:  # `accelerate launch -m tasks.sft ...` by hand: every rank would launch again
         raise LaunchError("this stage is already running under a distributed launcher; run it as "
@@ -131,7 +131,7 @@ def check(runtime: RuntimeParams, lora: bool = False, gpus_reserved: int = 0) ->
 
 def command(runtime: RuntimeParams, module: str, args: list[str]) -> list[str]:
     """`accelerate launch` of `python -m module args`, one process per GPU (or per CPU share)."""
-    from tasks import models
+    from tasks.blocks import models
 
     precision = models.precision(runtime)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(runtime.num_processes),
@@ -234,10 +234,13 @@ def tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
-def run_in_process_group(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """Start `cmd` in a new process group, SIGTERMed by the kernel if this process dies (even by SIGKILL, as when a
-    flow cancels the stage): accelerate's launcher then stops its ranks."""
-    return subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_term_when_parent_dies)
+def run_in_process_group(cmd: list[str], env: dict[str, str], term_when_parent_dies: bool = True) -> subprocess.Popen:
+    """Start `cmd` in a new process group (a session of its own), SIGTERMed by the kernel if this process dies (even by
+    SIGKILL, as when a flow cancels the stage): accelerate's launcher then stops its ranks. Without
+    `term_when_parent_dies` the command sees to that itself (the flow's guard, flows/guard.py, run from a flow whose
+    threads make a `preexec_fn` unsafe)."""
+    preexec = _term_when_parent_dies if term_when_parent_dies else None
+    return subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=preexec)
 
 
 def wait_or_kill(process: subprocess.Popen, grace: float = 30) -> int:

@@ -6,7 +6,8 @@
 
 As in DeepSeek-R1: helpfulness is judged on the summary after `</think>` only (so the reward does not reach into the
 reasoning), harmlessness on the whole response, reasoning included (harm written in the reasoning counts).
-The reward functions follow the contract of tasks/rewards.py: keyword arguments from TRL, one float per completion.
+The reward functions follow the contract of tasks/blocks/rewards.py: keyword arguments from TRL, one float per
+completion.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, Callable
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from tasks import models
-from tasks.params import RuntimeParams
-from tasks.rewards import completion_text, split_reasoning
+from tasks.blocks import models
+from tasks.blocks.params import RuntimeParams
+from tasks.blocks.rewards import completion_text, split_reasoning
 
 
 def require_reward_model(path: Path | str) -> None:

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from tasks.params import PromotionParams
-from tasks.tracking import metric_name
+from tasks.blocks.params import PromotionParams
+from tasks.blocks.tracking import metric_name
 
 REGISTRY_FILE = Path("metrics/registry.json")  # the register stage's record of the version it made
 CHAMPION, CHALLENGER = "champion", "challenger"

@@ -6,7 +6,7 @@ values of params.yaml (tests/test_params.py fails when the two differ). A params
 then its stage's default (`overlay`), and a file with `extends: <file>` is that file with its own keys merged in. A
 real recipe (recipes/) is such an overlay, never another code path.
 
-    python -m tasks.params recipes/qwen2.5-math-1.5b.yaml   # the complete params a file describes, as YAML
+    python -m tasks.blocks.params recipes/qwen2.5-math-1.5b.yaml   # the complete params a file describes, as YAML
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class PromptParams(Section):
 
 class ToyWorldParams(Section):
     seed: int = 0
-    # Pools of reasoning problems, disjoint by number tuple (tasks/toy_world.py POOLS; data/README.md says why).
+    # Pools of reasoning problems, disjoint by number tuple (tasks/blocks/toy_world.py POOLS; data/README.md says why).
     test_size: int = Field(1000, ge=1)  # held out for evaluation, one phrasing per tuple
     dev_size: int = Field(200, ge=1)  # held out for the dev curve logged during RL, one phrasing per tuple
     cold_start_size: PositiveInt = 1000
@@ -435,6 +435,11 @@ class SeedsParams(Section):
         if len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise ValueError(f"seeds must be distinct and not negative, got {seeds}")
         return seeds
+
+
+# The sections that are GRPO stages (GRPOParams), in pipeline order: the GRPO stage module runs them, the report
+# shows their curves.
+GRPO_STAGES = ("reasoning_rl", "alignment_rl", "r1_zero", "student_rl")
 
 
 class Params(Section):

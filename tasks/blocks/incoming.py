@@ -1,6 +1,6 @@
 """The drop folder: new prompts and preference rows for the next retrain.
 
-    python -m tasks.incoming        # what the scheduled-retrain flow does before `dvc repro`
+    python -m tasks.blocks.incoming        # what the scheduled-retrain flow does before `dvc repro`
 
 Drop JSON Lines files into data/incoming/ (fields in data/README.md): `prompts*.jsonl` (reasoning prompts with a
 gold answer, for RL and rejection sampling) or `preferences*.jsonl` (preference pairs for the reward model). Each file
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.data import DataError, read_jsonl, write_jsonl
+from tasks.blocks.data import DataError, read_jsonl, write_jsonl
 
 INCOMING = Path("data/incoming")
 EXTRA = Path("data/extra")

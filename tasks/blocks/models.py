@@ -16,9 +16,9 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from tasks.data import keep_if_same_inputs, write_json
-from tasks.params import BaseModelParams, LoraParams, ParamsError, RuntimeParams
-from tasks.tracking import git_commit
+from tasks.blocks.data import keep_if_same_inputs, write_json
+from tasks.blocks.params import BaseModelParams, LoraParams, ParamsError, RuntimeParams
+from tasks.blocks.tracking import git_commit
 
 THINK_TOKENS = ["<think>", "</think>"]
 PLAIN_GGML_TYPES = {0: "F32", 1: "F16", 30: "BF16"}  # ggml tensor types that are values, not quantized blocks

@@ -18,8 +18,8 @@ string or a conversation (a list of message dicts; the content of the last messa
 The judge's LaTeX parser: latex2sympy2 ships ANTLR parsers generated for runtimes 4.9.3, 4.11 and 4.13.2, and its
 4.9.3 parser is older than its converter (every `\\%` answer fails to parse). dvc's hydra pin holds the runtime at
 4.9.3 in the main environment, so the judge processes put antlr4-python3-runtime 4.13.2 from a directory of their
-own (JUDGE_LIBS, installed by `make venv` or `python -m tasks.rewards --install-judge`) first on their path. Nothing
-else in a judge process imports antlr, so the two runtimes never meet.
+own (JUDGE_LIBS, installed by `make venv` or `python -m tasks.blocks.rewards --install-judge`) first on their path.
+Nothing else in a judge process imports antlr, so the two runtimes never meet.
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float]]]:
 
 
 # Which prompts each reward applies to, by the prompt's `kind` column: rule rewards judge reasoning prompts, the
-# reward model's rewards (tasks/model_rewards.py) judge general and harmful prompts.
+# reward model's rewards (tasks/blocks/model_rewards.py) judge general and harmful prompts.
 PROMPT_KIND = {"accuracy": "reasoning", "format": "reasoning", "language_consistency": "reasoning",
                "helpfulness": "general", "harmlessness": "harmful"}
 
@@ -484,7 +484,7 @@ class _Worker:
                     raise RuntimeError(
                         f"the math-verify judge found {answer} on its path: its LaTeX parser needs "
                         f"antlr4-python3-runtime {JUDGE_ANTLR} in {JUDGE_LIBS}; install it with "
-                        f"`{sys.executable} -m tasks.rewards --install-judge` (`make venv` does)")
+                        f"`{sys.executable} -m tasks.blocks.rewards --install-judge` (`make venv` does)")
                 raise RuntimeError(f"the math-verify judge process did not start (is {__name__} importable "
                                    f"from {sys.executable}?)")
         return self._conn
