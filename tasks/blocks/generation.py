@@ -51,6 +51,20 @@ def require_vllm(what: str = "generation.backend", fallback: str = "hf") -> None
         raise RuntimeError(VLLM_MISSING.format(what=what, why=why, fallback=fallback))
 
 
+def require_vllm_server(what: str) -> None:
+    """GRPO in vLLM server mode needs CUDA (or ROCm) wherever vLLM runs: TRL 1.16 syncs the policy's weights to
+    `trl vllm-serve` only over vLLM's NCCL weight-transfer engine (`VLLMClient.init_communicator` raises
+    NotImplementedError for any other device, and `trl vllm-serve` always asks for the NCCL backend). On vLLM-CPU
+    this fails here, before a server starts or a rank launches."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cuda_alike():
+        raise RuntimeError(
+            f"{what}: server asks for a vLLM server, but vLLM runs on {current_platform.device_name} here and TRL "
+            f"syncs the trained weights to the server only over NCCL (CUDA GPUs): set {what}: colocate, which runs "
+            "on CPU too (docs/recipes.md, 'The vLLM-CPU environment').")
+
+
 @dataclass(frozen=True)
 class Sampling:
     n: int = 1
