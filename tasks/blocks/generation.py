@@ -103,8 +103,13 @@ class Generator:
 
             # The precision "hf" would load the model in (fp32 on CPU, bf16 on a bf16 GPU), not vLLM's default (the
             # config's dtype, downcast to bf16 on CPU), so that both backends run the same model.
+            # On CPU, no chunked prefill: vLLM 0.32 rewinds a seeded request's generator when a chunk of its prompt
+            # samples a token it discards (`gen.set_offset`), which a CPU torch.Generator refuses ("CPU Generator
+            # does not use offset"): any seeded call whose prompts pass max_num_batched_tokens (4096) killed the
+            # engine. Whole prompts are scheduled at once instead.
+            cpu = vllm_platform() == "cpu"
             self.llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=gen.seed,
-                           dtype=models.torch_dtype(runtime))
+                           dtype=models.torch_dtype(runtime), **({"enable_chunked_prefill": False} if cpu else {}))
         else:
             self.tokenizer = models.load_tokenizer(model_dir)
             self.tokenizer.padding_side = "left"

