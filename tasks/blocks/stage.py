@@ -99,9 +99,11 @@ def run_stage(name: str, stage: str, p: BaseModel, params: Params, run: Run, out
     relaunch = launch.wanted(params.runtime, p)
     try:  # before the run exists: vLLM or a launch that cannot work here fails with one message, nothing recorded
         if getattr(p, "use_vllm", False):
-            from tasks.blocks.generation import require_vllm
+            from tasks.blocks.generation import require_vllm, require_vllm_server
 
             require_vllm(f"{name}.use_vllm", "false")
+            if p.vllm_mode == "server":
+                require_vllm_server(f"{name}.vllm_mode")
         if relaunch:
             lora = getattr(getattr(p, "lora", None), "enabled", False)
             launch.check(params.runtime, lora=lora, gpus_reserved=launch.vllm_server_gpus(p))
