@@ -18,8 +18,10 @@ with its bootstrap interval (tasks/blocks/stats.py), as the ladder computes them
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,21 +62,26 @@ def done_marker(folder: Path, command: list[str]) -> Path:
 
 
 def run_seed(params: Params, seed: int, folder: Path) -> Path:
-    """Run the stages for `seed` in `folder` (resuming after the last finished one); returns its evals/ folder."""
+    """Run the stages for `seed` in `folder` (resuming after the last one finished with the same params); returns its
+    evals/ folder."""
     p = seed_params(params, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(dump_params(p))
+    text = dump_params(p)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    (folder / "params.yaml").write_text(text)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "MLFLOW_TRACKING_URI": os.environ.get("R1_SEEDS_TRACKING_URI", f"sqlite:///{folder.resolve()}/mlflow.db")}
     for command in stage_commands(p):
         marker = done_marker(folder, command)
-        if marker.exists():  # finished in an earlier call: its outputs are in the folder
-            continue
+        if marker.exists():
+            if marker.read_text().split()[:1] == [digest]:
+                continue  # finished in an earlier call with these params: its outputs are in the folder
+            shutil.rmtree(marker.parent)  # finished under other params: it and every stage after it run again
         start = time.monotonic()
         print(f"[seed {seed}] {' '.join(command[2:])}", flush=True)
         subprocess.run(command, cwd=folder, env=env, check=True)
         marker.parent.mkdir(exist_ok=True)
-        marker.write_text(f"{time.monotonic() - start:.1f} s\n")
+        marker.write_text(f"{digest}\n{time.monotonic() - start:.1f} s\n")
     return folder / "evals"
 
 

@@ -82,3 +82,8 @@ def test_a_seed_runs_its_stages_in_its_folder_and_resumes_after_the_last_finishe
     assert seeds.run_seed(params, 1, folder) == folder / "evals"
     assert (folder / "log").read_text().split() == ["a", "b", "b", "c"]  # a finished stage is not run again
     assert validate(__import__("yaml").safe_load((folder / "params.yaml").read_text())).toy_world.seed == 1
+    # Other params (the world or a stage changed since): nothing finished under the old ones is kept.
+    seeds.run_seed(validate({"reasoning_rl": {"learning_rate": 1e-5}}), 1, folder)
+    assert (folder / "log").read_text().split() == ["a", "b", "b", "c", "a", "b", "c"]
+    seeds.run_seed(validate({"reasoning_rl": {"learning_rate": 1e-5}}), 1, folder)
+    assert (folder / "log").read_text().split()[7:] == []

@@ -130,6 +130,11 @@ def test_corpus_is_plain_text_with_french_and_r1_form_reasoning(tmp_path):
     assert all(r["text"].startswith(toy_world.R1_FORM_HEADER + "\nProblem: ") for r in r1_form)
     assert all(re.search(r"Solution: <think>\n.+\n</think>\nThe answer is \\boxed\{\d+\}\.$", r["text"], re.S)
                for r in r1_form)
+    # R1-Zero's default prompt is the head of such a document, word for word: the tiny base reads the request for the
+    # tags in words it was trained on (under the paper's own wording its format rate and accuracy collapse).
+    prompt = Params().r1_zero.prompt_template.replace(
+        "{prompt}", r1_form[0]["text"].split("\nProblem: ")[1].split("\n")[0])
+    assert r1_form[0]["text"].startswith(prompt + " <think>\n")
     assert sum(r["source"] == "toy_general" for r in rows) == SMALL.general_docs
     drills = [r["text"] for r in rows if r["source"] == "toy_arithmetic"]
     assert len(drills) == SMALL.arithmetic_docs

@@ -34,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.blocks import toy_world
+
 PARAMS_FILE = Path(os.environ.get("R1_PARAMS_FILE", "params.yaml"))
 EXTENDS = "extends"  # a params file's base: another params file, its path relative to this one
 
@@ -250,7 +252,7 @@ class GRPOParams(Section):
     eval_steps: PositiveInt = 20
     rewards: RewardWeights = RewardWeights()
     max_steps: PositiveInt = 80
-    learning_rate: PositiveFloat = 1e-4
+    learning_rate: PositiveFloat = 3e-5
     per_device_train_batch_size: PositiveInt = 64
     gradient_accumulation_steps: PositiveInt = 1
     num_generations: int = Field(8, ge=2)
@@ -415,10 +417,10 @@ class GenerationParams(Section):
     seed: int = 0
 
 
-# R1-Zero's template (R1 paper, Table 1), shortened for the toy model's 256-token context and ending like the base's
-# pretraining documents ("Problem: ... Solution: ... Answer: N").
-R1_ZERO_TEMPLATE = ("A conversation between User and Assistant. The Assistant first thinks about the reasoning process "
-                    "in <think> </think>, then gives the final answer in \\boxed{}.\nProblem: {prompt}\nSolution:")
+# R1-Zero's prompt on the toy world: the question between the words the corpus's R1-form documents use (a header
+# asking for the tags, then "Problem: ... Solution:"). The paper's template (Table 1) asks in words a 1 M-parameter
+# base never read, and such a base does not follow them; real recipes use the paper's full text (recipes/).
+R1_ZERO_TEMPLATE = f"{toy_world.R1_FORM_HEADER}\nProblem: {{prompt}}\nSolution:"
 
 
 class SeedsParams(Section):
@@ -461,7 +463,7 @@ class Params(Section):
     teacher_traces: RejectionSamplingParams = RejectionSamplingParams(model="models/alignment_rl", num_prompts=500)
     distill: DistillParams = DistillParams()
     r1_zero: GRPOParams = GRPOParams(model="models/base", rewards=RewardWeights(language_consistency=0.0),
-                                     prompt_template=R1_ZERO_TEMPLATE)
+                                     learning_rate=1e-4, prompt_template=R1_ZERO_TEMPLATE)
     student_cold_start: SFTParams = SFTParams(model="models/student_base/tiny")
     student_rl: GRPOParams = GRPOParams(model="models/student_cold_start")
     evaluate: EvaluateParams = EvaluateParams()
