@@ -66,7 +66,10 @@ def reward_functions(p: GRPOParams, params: Params) -> tuple[list, list[float]]:
     return [rewards.only_for(rewards.PROMPT_KIND[n], funcs[n]) for n in weights], list(weights.values())
 
 
-def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[float]) -> GRPOConfig:
+def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[float],
+                resuming: bool = False) -> GRPOConfig:
+    """TRL's config from the stage's params; the dev evaluation runs at step 0 too, unless resuming (the
+    checkpoint's log already holds the evaluation at the step it resumes from)."""
     return GRPOConfig(
         output_dir=str(Path("checkpoints") / stage), max_steps=p.max_steps, learning_rate=p.learning_rate,
         per_device_train_batch_size=p.per_device_train_batch_size,
@@ -75,7 +78,7 @@ def grpo_config(stage: str, p: GRPOParams, params: Params, reward_weights: list[
         temperature=p.temperature, top_p=p.top_p, beta=p.beta, epsilon=p.epsilon, num_iterations=p.num_iterations,
         loss_type=p.loss_type, scale_rewards=p.scale_rewards, reward_weights=reward_weights,
         warmup_steps=p.warmup_steps, lr_scheduler_type="constant_with_warmup", logging_steps=p.logging_steps,
-        eval_strategy="steps", eval_steps=p.eval_steps, eval_on_start=True,
+        eval_strategy="steps", eval_steps=p.eval_steps, eval_on_start=not resuming,
         per_device_eval_batch_size=p.per_device_train_batch_size,
         num_generations_eval=p.num_generations_eval,
         save_steps=p.save_steps, save_total_limit=2, gradient_checkpointing=p.gradient_checkpointing,
@@ -108,15 +111,16 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     # before the model is saved.
     response_template, tokenizer.response_template = getattr(tokenizer, "response_template", None), None
     reward_funcs, weights = reward_functions(p, params)
+    inputs = [p.model, p.data, p.dev_data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams)
+                                              else [])
+    resume = models.resume_checkpoint(Path("checkpoints") / stage, inputs_fingerprint(params, *inputs))
     trainer = GRPOTrainer(
         model=p.model, reward_funcs=reward_funcs,
-        args=grpo_config(stage, p, params, weights), train_dataset=load_prompts(p, params),
+        args=grpo_config(stage, p, params, weights, resuming=resume is not None),
+        train_dataset=load_prompts(p, params),
         eval_dataset=load_dev_prompts(p, params),
         processing_class=tokenizer, peft_config=models.lora_config(p.lora),
     )
-    inputs = [p.model, p.data, p.dev_data] + ([p.general_data, p.reward_model] if isinstance(p, AlignmentRLParams)
-                                              else [])
-    resume = models.resume_checkpoint(Path(trainer.args.output_dir), inputs_fingerprint(params, *inputs))
     trainer.train(resume_from_checkpoint=resume)
     tokenizer.response_template = response_template
     if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, trainer.processing_class, out)):

@@ -42,13 +42,14 @@ def vllm_platform() -> str | None:
     return "" if current_platform.is_unspecified() else current_platform.device_name
 
 
-def require_vllm(what: str = "generation.backend", fallback: str = "hf") -> None:
-    """Fail at once, before any work, when params ask for vLLM (`what`) and it cannot run here."""
+def require_vllm(what: str = "generation.backend", fallback: str = "hf") -> str:
+    """Fail at once, before any work, when params ask for vLLM (`what`) and it cannot run here; else the platform."""
     platform = vllm_platform()
     if not platform:
         why = ("vLLM is not importable here" if platform is None else
                "vLLM finds no device to run on (this is its CUDA build and no CUDA device is visible)")
         raise RuntimeError(VLLM_MISSING.format(what=what, why=why, fallback=fallback))
+    return platform
 
 
 def require_vllm_server(what: str) -> None:
@@ -98,7 +99,7 @@ class Generator:
         models.require_model_dir(model_dir)
         self.gen, self.chat_template = gen, chat_template
         if gen.backend == "vllm":
-            require_vllm()
+            platform = require_vllm()
             from vllm import LLM
 
             # The precision "hf" would load the model in (fp32 on CPU, bf16 on a bf16 GPU), not vLLM's default (the
@@ -107,7 +108,7 @@ class Generator:
             # samples a token it discards (`gen.set_offset`), which a CPU torch.Generator refuses ("CPU Generator
             # does not use offset"): any seeded call whose prompts pass max_num_batched_tokens (4096) killed the
             # engine. Whole prompts are scheduled at once instead.
-            cpu = vllm_platform() == "cpu"
+            cpu = platform == "cpu"
             self.llm = LLM(model=str(model_dir), tensor_parallel_size=gen.tensor_parallel_size, seed=gen.seed,
                            dtype=models.torch_dtype(runtime), **({"enable_chunked_prefill": False} if cpu else {}))
         else:

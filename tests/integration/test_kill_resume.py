@@ -7,6 +7,7 @@ the middle of its work. The run without the kill that a case compares with is th
 process, in a copy of the workspace made before any stage ran (a stage process of its own costs ~10 s of imports).
 """
 
+import csv
 import importlib
 import json
 import os
@@ -36,6 +37,7 @@ EXPERIMENT = "kill-resume"
 OVERRIDES = {"reasoning_rl.model": "models/start", "reasoning_rl.max_steps": STEPS, "reasoning_rl.save_steps": 2,
              "reasoning_rl.per_device_train_batch_size": 4, "reasoning_rl.num_generations": 2,
              "reasoning_rl.logging_steps": 1, "student_rl.max_steps": STEPS,
+             "reasoning_rl.eval_steps": 2, "reasoning_rl.dev_prompts": 8,  # a dev evaluation at each checkpoint
              "base_model.batch_size": 4,  # 60 steps, a checkpoint every 6
              "cold_start_sft.model": "models/start", "cold_start_sft.batch_size": 4,  # 12 steps
              "reward_model.model": "models/start", "reward_model.epochs": 0.03, "reward_model.batch_size": 4,
@@ -136,6 +138,10 @@ def test_a_killed_training_stage_resumes_where_it_stopped(workspace):
     assert resumed.info.status == "FINISHED"
     assert resumed.data.metrics["resumed"] == 1 and resumed.data.metrics["steps"] == STEPS
     assert steps_logged(resumed.info.run_id) == list(range(resumed_from + 1, STEPS + 1))  # fewer than a fresh run's
+    # The dev curve is a fresh run's: the checkpoint's log holds the evaluation at the step the run resumed from, and
+    # the resumed run does not evaluate there again.
+    with (workspace / "plots" / "reasoning_rl_dev.csv").open() as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(0, STEPS + 1, 2))
     # The killed run logged its first steps; transformers logs to MLflow asynchronously, so the last step's metrics
     # may still have been queued when the SIGKILL came.
     before_kill = steps_logged(killed.info.run_id)
