@@ -6,6 +6,7 @@ writes into .cache/real/ and skip with that reason when it is not there (`make t
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,7 +43,8 @@ def test_a_quantized_gguf_is_dequantized_into_a_directory_the_base_model_stage_t
     assert models.load_tokenizer(out).chat_template == real_tokenizer.qwen2_5_chat_template()
 
     # What the stage refuses as a GGUF (quantized) it takes as the converted directory.
-    with pytest.raises(ParamsError, match=r"^base_model.model_name_or_path: .*q8.gguf holds quantized weights"):
+    with pytest.raises(ParamsError, match=r"^base_model.model_name_or_path: .*q8.gguf holds quantized weights.* "
+                                          r"`python -m tasks.smollm2 convert FILE DIR` dequantizes it into$"):
         base_model.run("base_model", pretrained(gguf).base_model, pretrained(gguf), tmp_path / "refused")
     params = pretrained(out)
     assert base_model.run("base_model", params.base_model, params, tmp_path / "base")["vocab_size"] == 260
@@ -66,6 +68,17 @@ def test_a_missing_weightless_or_unreadable_file_is_refused_naming_it(tmp_path):
         with pytest.raises(smollm2.ConversionError, match=r"ggml-vocab-qwen2.gguf holds no weights"):
             smollm2.convert(files[real_tokenizer.GGUF], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_recipe_without_make_smollm2_fails_naming_the_param_and_the_make_target(tmp_path, monkeypatch):
+    from tasks.blocks.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "recipes" / "smollm2-135m.yaml")
+    monkeypatch.chdir(tmp_path)  # a checkout where `make smollm2` has not run
+    with pytest.raises(FileNotFoundError, match=r"^base_model.model_name_or_path: .cache/real/smollm2-135m-instruct: "
+                                                r"not a model directory .*`make smollm2`"):
+        base_model.run("base_model", params.base_model, params, tmp_path / "base")
+    assert not (tmp_path / "base").exists()
 
 
 def test_a_converted_directory_with_changed_weights_is_refused_and_one_of_another_source_is_redone(tmp_path):
