@@ -126,3 +126,15 @@ def test_smollm2_is_a_real_instruct_model_with_its_chat_template_and_end_of_turn
         prompts, generation.Sampling(max_new_tokens=12))
     assert "Paris" in sample.text  # pretrained weights, not random ones
 
+
+
+def test_assistant_only_loss_on_smollm2s_template_is_refused_naming_the_param(smol, tmp_path, monkeypatch):
+    from tasks import sft
+
+    monkeypatch.chdir(tmp_path)
+    params = validate({"runtime": {"device": "cpu"},
+                       "cold_start_sft": {"model": str(smol), "assistant_only_loss": True}})
+    with pytest.raises(ParamsError, match=r"^cold_start_sft.assistant_only_loss: the chat template of .*"
+                                          r"smollm2-135m-instruct has no \{% generation %\} markers"):
+        sft.run("cold_start_sft", params.cold_start_sft, params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
