@@ -111,6 +111,7 @@ def main() -> None:
         if not shared.exists():
             shared.symlink_to((ROOT.parent / "shared").resolve())
         make_workspace(workspace)
+        (workspace / "plots" / "ladder.md").unlink(missing_ok=True)  # the toy run's, tracked: not this run's ladder
         (workspace / "params.yaml").write_text(yaml.safe_dump(smoke_params(model_dir), sort_keys=False))
         real_tokenizer.build_tiny_model(workspace / STUDENT, files[real_tokenizer.GGUF], ends_turns=0.25)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workspace}/mlflow.db",
@@ -122,6 +123,7 @@ def main() -> None:
         times = stage_times(workspace)
         OUT.mkdir(parents=True, exist_ok=True)
         ladder = workspace / "plots" / "ladder.md"
+        (OUT / "ladder.md").unlink(missing_ok=True)
         if ladder.exists():
             shutil.copy(ladder, OUT / "ladder.md")
         (OUT / "stages.json").write_text(json.dumps({"total_seconds": round(total, 1), "flow_exit_code":
