@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import networkx as nx
 import yaml
@@ -39,7 +41,12 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas import filters
+from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run, task_run
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
+from prefect.states import Crashed
 
 from tasks.blocks import launch, tracking
 from tasks.blocks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, dump_params, read_params, validate
@@ -226,6 +233,47 @@ class RecipeRun:
     ladder: str = ""
 
 
+HOST_TAG, PID_TAG = "host:", "pid:"  # the tags naming the process that runs a flow run (claim_flow_run)
+
+
+def claim_flow_run() -> list[str]:
+    """Tag this flow run with the host and pid running it, and mark Crashed the flow runs of this host left Running by
+    a process that is gone (one that lost the Prefect server for longer than its client retries, or was SIGKILLed,
+    could not end its own run). Returns the ids it marked. Runs of other hosts are left to their own host."""
+    me, host = str(flow_run.get_id() or ""), f"{HOST_TAG}{socket.gethostname()}"
+    running = filters.FlowRunFilter(
+        state=filters.FlowRunFilterState(type=filters.FlowRunFilterStateType(any_=[StateType.RUNNING])),
+        tags=filters.FlowRunFilterTags(all_=[host]))
+    marked = []
+    with get_client(sync_client=True) as client:
+        if me:
+            tags = client.read_flow_run(me).tags
+            client.update_flow_run(me, tags=[*tags, host, f"{PID_TAG}{os.getpid()}"])
+        for run in client.read_flow_runs(flow_run_filter=running):
+            pid = next((t.removeprefix(PID_TAG) for t in run.tags if t.startswith(PID_TAG)), "")
+            started_ms = int(run.start_time.timestamp() * 1000) if run.start_time else 0
+            if str(run.id) == me or not pid.isdigit() or tracking.process_alive(int(pid), started_ms):
+                continue
+            client.set_flow_run_state(run.id, Crashed(message=f"process {pid} died without ending this flow run "
+                                                              f"(lost the Prefect server, or killed); marked Crashed "
+                                                              f"by flow run {me or os.getpid()}"), force=True)
+            marked.append(str(run.id))
+    return marked
+
+
+def without_prefect_traceback(run, what: str):
+    """Run `run()` (a flow called from the command line); a Prefect server that stays unreachable longer than the
+    client's retries ends it with one message, not an httpx traceback."""
+    try:
+        return run()
+    except httpx.TransportError as exc:
+        raise SystemExit(
+            f"{what}: the Prefect server {PREFECT_API_URL.value()} did not answer ({exc}) within the client's "
+            f"{PREFECT_CLIENT_MAX_RETRIES.value()} retries (PREFECT_CLIENT_MAX_RETRIES), so the flow stopped. The "
+            "stages that finished are kept (dvc.lock); run again once the server is back: DVC re-runs only what did "
+            "not finish, and the next flow run marks this one Crashed") from None
+
+
 @contextmanager
 def workspace_lock() -> Iterator[None]:
     """One run at a time per workspace, whichever deployment (or shell) started it: the next one waits here."""
@@ -315,7 +363,8 @@ def pipeline(stages: list[str] | None = None, overrides: list[str] | None = None
     params = validated_params(overrides, recipe)  # a bad params file, recipe, override or stage name fails the
     if recipe is None:                            # flow here, before any work (a recipe's stages, e.g.
         select_stages(stages)                     # real_data@<name>, exist once it is in params.yaml: checked
-    with workspace_lock(), recipe_params(recipe): # by run_recipe before its first stage)
+    claim_flow_run()                              # by run_recipe before its first stage)
+    with workspace_lock(), recipe_params(recipe):
         run = run_recipe(params, stages, overrides, recipe, dvc_remote)
     create_markdown_artifact(summary(run), key="r1-pipeline-summary", description="ladder and MLflow runs")
     print(f"\nStage ladder (held-out split {params.evaluate.data}):\n{run.ladder}")
@@ -337,7 +386,8 @@ def main() -> None:
     parser.add_argument("--dvc-remote", action="store_true",
                         help="each stage pulls its inputs from the default DVC remote and pushes its outputs")
     args = parser.parse_args()
-    pipeline(stages=args.stages, overrides=args.overrides, recipe=args.recipe, dvc_remote=args.dvc_remote)
+    without_prefect_traceback(lambda: pipeline(stages=args.stages, overrides=args.overrides, recipe=args.recipe,
+                                               dvc_remote=args.dvc_remote), "r1-pipeline")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from flows.pipeline import run_recipe, select_stages, summary, validated_params, workspace_lock
+from flows.pipeline import (
+    claim_flow_run,
+    run_recipe,
+    select_stages,
+    summary,
+    validated_params,
+    without_prefect_traceback,
+    workspace_lock,
+)
 from tasks.blocks import incoming, promotion, tracking
 from tasks.blocks.params import Params
 
@@ -76,6 +84,7 @@ def scheduled_retrain(stages: list[str] | None = None, overrides: list[str] | No
     if "register" not in select_stages(stages):
         # Without it, metrics/registry.json would name an older version and the gate would judge that one.
         raise ValueError(f"scheduled-retrain promotes the version the `register` stage makes: add it to {stages}")
+    claim_flow_run()
     with workspace_lock():
         report = intake()
         run = run_recipe(params, stages, overrides)
@@ -93,7 +102,8 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", help="run only these DVC stages (default: all)")
     parser.add_argument("--set", nargs="+", dest="overrides", metavar="KEY=VALUE", help="params.yaml overrides")
     args = parser.parse_args()
-    scheduled_retrain(stages=args.stages, overrides=args.overrides)
+    without_prefect_traceback(lambda: scheduled_retrain(stages=args.stages, overrides=args.overrides),
+                              "scheduled-retrain")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ stage `student_base@NAME`: the base of a smaller distillation student, written t
 
 - source "toy": train a byte-level BPE tokenizer on the toy corpus and pretrain a tiny LlamaForCausalLM on it
   (plain text, no chat format, one whole document per row) with TRL's SFTTrainer in language-modelling mode.
+  Checkpoints go to checkpoints/<stage> ten times a run; a re-run after a crash resumes from the newest one (the
+  tokenizer, trained again from the same corpus, is the same, and so are the weights of a run without the crash).
 - source "pretrained": resolve a Hugging Face id or a local directory (`model_name_or_path`) and save it as the
   base, with its own tokenizer and chat template.
 """
@@ -21,7 +23,7 @@ from transformers import LlamaForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from tasks.blocks import models
-from tasks.blocks.data import read_jsonl
+from tasks.blocks.data import inputs_fingerprint, read_jsonl
 from tasks.blocks.params import BaseModelParams, Params, StudentParams, load_params
 from tasks.blocks.stage import run_stage
 
@@ -29,10 +31,14 @@ CORPUS = Path("data/toy/corpus.jsonl")
 COLD_START = Path("data/toy/cold_start.jsonl")
 OUT = Path("models/base")
 CHECKPOINTS = Path("checkpoints/base_model")
+# When the pretraining checkpoints, as a share of its steps (Trainer's `save_steps` below 1): a kill costs at most a
+# tenth of it. Not a param: it changes no output (the weights are the same with or without checkpoints).
+CHECKPOINT_EVERY = 0.1
 
 
 def pretrain_toy(p: BaseModelParams, params: Params, texts: list[str], tokenizer, checkpoints: Path,
-                 out: Path) -> dict:
+                 out: Path, fingerprint: str) -> dict:
+    """Pretrain a tiny Llama on `texts`, resuming from the newest checkpoint of the same inputs (`fingerprint`)."""
     set_seed(params.seed)  # the initial weights: torch's generator starts from a random seed in each process
     model = LlamaForCausalLM(models.tiny_llama_config(p, tokenizer))
     config = SFTConfig(
@@ -41,16 +47,19 @@ def pretrain_toy(p: BaseModelParams, params: Params, texts: list[str], tokenizer
         # model learnt to write solutions without their problem in view (it could not copy a problem's numbers).
         per_device_train_batch_size=p.batch_size, max_length=p.seq_len, packing=False, dataset_text_field="text",
         lr_scheduler_type="cosine", warmup_steps=0.05,
-        weight_decay=0.01, gradient_checkpointing=p.gradient_checkpointing, logging_steps=20, save_strategy="no",
+        weight_decay=0.01, gradient_checkpointing=p.gradient_checkpointing, logging_steps=20,
+        save_steps=CHECKPOINT_EVERY, save_total_limit=2,
         report_to=["mlflow"], seed=params.seed,
         disable_tqdm=False, **models.trainer_kwargs(params.runtime),
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_dict({"text": texts}),
                          processing_class=tokenizer)
-    result = trainer.train()
+    resume = models.resume_checkpoint(checkpoints, fingerprint)
+    result = trainer.train(resume_from_checkpoint=resume)
     models.save_model(trainer.model, tokenizer, out)
     return {"parameters": models.count_parameters(model), "vocab_size": len(tokenizer),
-            "train_loss": result.training_loss, "train_perplexity": math.exp(min(result.training_loss, 20))}
+            "train_loss": result.training_loss, "train_perplexity": math.exp(min(result.training_loss, 20)),
+            "resumed": int(resume is not None)}
 
 
 def corpus_texts(corpus: Path) -> list[str]:
@@ -72,7 +81,8 @@ def run(stage: str, p: BaseModelParams | StudentParams, params: Params, out: Pat
         # The tokenizer also sees the R1-format completions, so "\boxed{" and friends get merges of their own.
         completions = [row["completion"][-1]["content"] for row in read_jsonl(COLD_START, required=("completion",))]
         tokenizer = models.build_toy_tokenizer(texts + completions, p.vocab_size)
-        metrics = pretrain_toy(p, params, texts, tokenizer, CHECKPOINTS, out)
+        metrics = pretrain_toy(p, params, texts, tokenizer, CHECKPOINTS, out,
+                               inputs_fingerprint(params, CORPUS, COLD_START))
     else:
         metrics = resolve_pretrained(p.model_name_or_path, params, out)
     models.write_provenance(out, "base_model", p.model_name_or_path, p)
@@ -87,7 +97,8 @@ def student_base(name: str, params: Params, out: Path) -> dict:
     if student.source == "toy":
         models.require_model_dir(OUT)
         metrics = pretrain_toy(p, params, corpus_texts(CORPUS), models.load_tokenizer(OUT),
-                               CHECKPOINTS.with_name(f"student_base_{name}"), out)
+                               CHECKPOINTS.with_name(f"student_base_{name}"), out,
+                               inputs_fingerprint(params, CORPUS, OUT))
     else:
         metrics = resolve_pretrained(p.model_name_or_path, params, out, f"distill.students.{name}.model_name_or_path")
     models.write_provenance(out, f"student_base@{name}", p.model_name_or_path or str(OUT), p)

@@ -76,7 +76,8 @@ def test_the_toy_base_model_is_the_same_twice(tmp_path, monkeypatch):
     params = validate({"runtime": {"device": "cpu"}})
     weights = []
     for name in ("first", "second"):
-        base_model.pretrain_toy(p, params, texts, tokenizer, tmp_path / name / "checkpoints", tmp_path / name / "out")
+        base_model.pretrain_toy(p, params, texts, tokenizer, tmp_path / name / "checkpoints", tmp_path / name / "out",
+                                "inputs")
         weights.append((tmp_path / name / "out" / "model.safetensors").read_bytes())
     assert weights[0] == weights[1]
 

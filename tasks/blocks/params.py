@@ -34,8 +34,6 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.blocks import toy_world
-
 PARAMS_FILE = Path(os.environ.get("R1_PARAMS_FILE", "params.yaml"))
 EXTENDS = "extends"  # a params file's base: another params file, its path relative to this one
 
@@ -420,7 +418,8 @@ class GenerationParams(Section):
 # R1-Zero's prompt on the toy world: the question between the words the corpus's R1-form documents use (a header
 # asking for the tags, then "Problem: ... Solution:"). The paper's template (Table 1) asks in words a 1 M-parameter
 # base never read, and such a base does not follow them; real recipes use the paper's full text (recipes/).
-R1_ZERO_TEMPLATE = f"{toy_world.R1_FORM_HEADER}\nProblem: {{prompt}}\nSolution:"
+# tests/test_toy_world.py holds it equal to the head of those documents (toy_world.R1_FORM_HEADER).
+R1_ZERO_TEMPLATE = "Think in <think> </think>, then give the answer in \\boxed{}.\nProblem: {prompt}\nSolution:"
 
 
 class SeedsParams(Section):

@@ -239,6 +239,8 @@ def test_transient_failures_are_retried_and_bad_input_is_not(server, monkeypatch
 def test_a_run_with_overrides_is_a_dvc_experiment_tracked_with_its_flow_run(served, workspace, prefect_home):
     # The example override. No selected stage reads it, so the retrain below finds their work up to date;
     # the experiment still records it and runs every selected stage (the workspace is fresh).
+    own = yaml.safe_load((workspace / "params.yaml").read_text())["reasoning_rl"]["learning_rate"]
+    assert own != 5e-7
     run = finished(trigger("r1-pipeline/r1-pipeline", stages=STAGES, overrides=["reasoning_rl.learning_rate=5e-7"]),
                    prefect_home)
 
@@ -252,7 +254,7 @@ def test_a_run_with_overrides_is_a_dvc_experiment_tracked_with_its_flow_run(serv
     assert 0.0 <= data["metrics"]["metrics/base.json"]["data"]["pass@1"] <= 1.0
     assert data["metrics"]["metrics/registry.json"]["data"]["version"] == 1
     # The workspace's own params are back: the next plain run is not the experiment.
-    assert yaml.safe_load((workspace / "params.yaml").read_text())["reasoning_rl"]["learning_rate"] == 1e-4
+    assert yaml.safe_load((workspace / "params.yaml").read_text())["reasoning_rl"]["learning_rate"] == own
 
     mlflow_client(workspace)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
