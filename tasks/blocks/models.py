@@ -167,7 +167,9 @@ def require_plain_gguf(path: Path, key: str) -> None:
     if quantized:
         raise ParamsError(f"{key}: {path} holds quantized weights ({', '.join(quantized)}); training needs plain "
                           "weights: point it at the original model (a Hugging Face id or directory) or at an F32, "
-                          "F16 or BF16 GGUF of it (llama.cpp: convert_hf_to_gguf.py --outtype f16)")
+                          "F16 or BF16 GGUF of it (llama.cpp: convert_hf_to_gguf.py --outtype f16), or, knowing the "
+                          "weights stay lossy, at a directory `python -m tasks.smollm2 convert FILE DIR` "
+                          "dequantizes it into")
 
 
 def load_pretrained(name: str, key: str, runtime: RuntimeParams):
@@ -182,7 +184,9 @@ def load_pretrained(name: str, key: str, runtime: RuntimeParams):
         require_plain_gguf(path, key)
         source, kwargs = str(path.parent), {"gguf_file": path.name}
     elif name.startswith(("/", ".", "~")):  # a local path, never a Hub id: say so rather than "invalid repo id"
-        require_model_dir(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{key}: {path}: not a model directory (no config.json); fetch or convert it "
+                                    "first (SmolLM2-135M-Instruct's: `make smollm2`)")
         source = str(path)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if tokenizer.pad_token is None:

@@ -41,7 +41,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 ITEM_TIMEOUT_S = 2.5  # wall-clock bound on judging one completion (a worker's boot is not counted)
-WORKER_START_TIMEOUT_S = 120.0  # boot of a judge process (python + sympy import); only slow on a loaded machine
+# Judged once by each judge process before it reports ready (see _serve): a LaTeX answer, and a wrong one in plain text.
+JUDGE_WARM_UP = (("<think>\n1/2 + 1/4 = 3/4.\n</think>\nThe answer is \\boxed{\\frac{3}{4}}.", "3/4"),
+                 ("Instead of using 1/2 to represent the total amount", "18"))
+# Boot of a judge process (python, the sympy import, JUDGE_WARM_UP): a few seconds idle; 91 s was seen on this 2-core
+# machine under a load of 6 at nice 19.
+WORKER_START_TIMEOUT_S = 300.0
 WORKER_MEMORY_BYTES = 4 << 30  # address-space cap of a judge process: a power tower fails fast, not the host
 MAX_ANSWER_CHARS = 1_000  # a longer boxed answer scores 0.0 without being parsed
 MAX_SUMMARY_CHARS = 2_000  # without \boxed{}, only the end of the summary is searched for an answer
@@ -420,6 +425,12 @@ def _serve(fd: int) -> None:
         return
     import math_verify  # noqa: F401  (pay the sympy import before reporting ready)
 
+    # ... and the judge's lazy first uses: ANTLR builds the LaTeX parser's prediction tables on its first parse, and
+    # sympy's simplify imports sympy.physics on its first call (a wrong answer compared symbolically). On this loaded
+    # 2-core machine each took 5-20 s, past ITEM_TIMEOUT_S: a fresh worker overran on its first such item, was
+    # replaced by another cold one, and every such item scored 0.0 after a boot and a timeout.
+    for text, gold in JUDGE_WARM_UP:
+        _score_item(text, gold, ("accuracy",), "en", False)
     conn.send("ready")
     while True:
         try:
