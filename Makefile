@@ -55,11 +55,18 @@ report: venv  ## reports/report.html (self-contained) and reports/report.json
 report-check: venv  ## render reports/report.html in headless Chromium -> reports/report.png (needs chromium)
 	$(PY) scripts/check_report.py
 
-test: venv real-tokenizer  ## the whole test suite (what .ci/run calls; about 14 min on 2 cores)
-	$(PY) -m pytest
+# One pytest worker per core (pytest-xdist), each test file on one worker (the end-to-end files share module-scoped
+# workspaces and servers), in the order collected: the long end-to-end files start first. Most of the suite's time
+# is single-threaded process start-up (a stage process, DVC, a server), so two workers on two cores take about half.
+# TEST_WORKERS=0 runs it in this process, serially.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+test: venv real-tokenizer  ## the whole test suite (what .ci/run calls; under 15 min on 2 cores)
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: venv real-tokenizer  ## the suite without the slow end-to-end tests (-m "not slow"): the edit-test loop
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: venv  ## ruff (configured in pyproject.toml); must be clean
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,6 @@
 """A stage SIGKILLed midway, re-run through DVC, goes on from what it had finished and ends where a run without the
-kill ends: every stage kind (the toy pretraining, SFT, the reward model, GRPO, rejection sampling, evaluation).
+kill ends: every way a stage keeps finished work (the toy pretraining's checkpoints, a Trainer's checkpoints in the
+reward model and GRPO, rejection sampling's shards, and evaluation, which keeps nothing and is redone).
 
 One smoke-sized workspace serves the module: `prepare_data` runs once (the finished stage every kill must leave
 alone), the stages start from a tiny model (models/start), and each case kills one stage's own process (not DVC) in
@@ -39,7 +40,6 @@ OVERRIDES = {"reasoning_rl.model": "models/start", "reasoning_rl.max_steps": STE
              "reasoning_rl.logging_steps": 1, "student_rl.max_steps": STEPS,
              "reasoning_rl.eval_steps": 2, "reasoning_rl.dev_prompts": 8,  # a dev evaluation at each checkpoint
              "base_model.batch_size": 4,  # 60 steps, a checkpoint every 6
-             "cold_start_sft.model": "models/start", "cold_start_sft.batch_size": 4,  # 12 steps
              "reward_model.model": "models/start", "reward_model.epochs": 0.03, "reward_model.batch_size": 4,
              "reward_model.save_steps": 2,  # 14 steps
              "rejection_sampling.model": "models/start", "rejection_sampling.num_prompts": 24,
@@ -166,8 +166,8 @@ class Kind:
 KINDS = [
     Kind("base_model", "tasks.base_model", (), "checkpoints/base_model",
          "checkpoints/base_model/checkpoint-*/trainer_state.json", ("models/base",)),
-    Kind("cold_start_sft", "tasks.sft", ("cold_start_sft",), "checkpoints/cold_start_sft",
-         "checkpoints/cold_start_sft/checkpoint-*/trainer_state.json", ("models/cold_start_sft",)),
+    # SFT resumes as the reward model does (a Trainer, models.resume_checkpoint): the reward model's case stands for
+    # both; tests/integration/test_faults.py resumes SFT from its final checkpoint to the same weights.
     Kind("reward_model", "tasks.reward_model", (), "checkpoints/reward_model",
          "checkpoints/reward_model/checkpoint-*/trainer_state.json",
          ("models/reward_model", "metrics/reward_model.json"), about_the_run=("resumed", "train_loss")),
