@@ -93,5 +93,5 @@ def test_the_run_form_offers_the_real_stage_and_recipe_names():
     stages = form["stages"]["anyOf"][0]["items"]["enum"]
     assert stages[:3] == ["prepare_data", "base_model", "cold_start_sft"] and stages.count("report") == 1
     assert {"evaluate@distill_tiny", "real_data@math500", "distill@qwen05b"} <= set(stages)  # toy and recipe DAGs
-    assert form["recipe"]["anyOf"][0]["enum"] == ["qwen2.5-math-1.5b", "qwen2.5-math-1.5b-8gpu"]
+    assert form["recipe"]["anyOf"][0]["enum"] == ["qwen2.5-math-1.5b", "qwen2.5-math-1.5b-8gpu", "smollm2-135m"]
     assert "enum" not in form["overrides"]["anyOf"][0]["items"]  # free text: any dotted.key=value

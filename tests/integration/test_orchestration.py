@@ -362,4 +362,4 @@ def test_the_run_form_offers_the_workspaces_stage_names_and_the_recipes(served):
         form = client.read_deployment_by_name("r1-pipeline/r1-pipeline").parameter_openapi_schema["properties"]
     stages = form["stages"]["anyOf"][0]["items"]["enum"]
     assert set(STAGES) <= set(stages) and "real_data@math500" in stages
-    assert form["recipe"]["anyOf"][0]["enum"] == ["qwen2.5-math-1.5b", "qwen2.5-math-1.5b-8gpu"]
+    assert form["recipe"]["anyOf"][0]["enum"] == ["qwen2.5-math-1.5b", "qwen2.5-math-1.5b-8gpu", "smollm2-135m"]
