@@ -184,9 +184,7 @@ def load_pretrained(name: str, key: str, runtime: RuntimeParams):
         require_plain_gguf(path, key)
         source, kwargs = str(path.parent), {"gguf_file": path.name}
     elif name.startswith(("/", ".", "~")):  # a local path, never a Hub id: say so rather than "invalid repo id"
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{key}: {path}: not a model directory (no config.json); fetch or convert it "
-                                    "first (SmolLM2-135M-Instruct's: `make smollm2`)")
+        require_model_dir(path, "fetch or convert it first (SmolLM2-135M-Instruct's: `make smollm2`)", key)
         source = str(path)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if tokenizer.pad_token is None:
@@ -200,9 +198,11 @@ def load_pretrained(name: str, key: str, runtime: RuntimeParams):
     return tokenizer, model
 
 
-def require_model_dir(path: Path | str) -> None:
+def require_model_dir(path: Path | str, hint: str = "run the stage that writes it first", key: str = "") -> None:
+    """A plain model directory is there (its config.json), else an error naming the param `key` (if given) and what
+    to do (`hint`)."""
     if not (Path(path) / "config.json").exists():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json); run the stage that writes it first")
+        raise FileNotFoundError(f"{key + ': ' if key else ''}{path}: not a model directory (no config.json); {hint}")
 
 
 def lora_config(lora: LoraParams, task_type: str = "CAUSAL_LM"):
