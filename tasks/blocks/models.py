@@ -1,6 +1,8 @@
 """Models: the toy tokenizer and tiny Llama, loading, devices and precision, LoRA, provenance.
 
-Device and precision are decided here and only here, from params and the hardware.
+Device and precision are decided here and only here, from params and the hardware. torch, transformers and
+tokenizers are imported where they are used: stages that only check a model directory (the registry) start without
+them.
 """
 
 from __future__ import annotations
@@ -10,15 +12,15 @@ import json
 import math
 import shutil
 from pathlib import Path
-
-import mlflow
-import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
 
 from tasks.blocks.data import keep_if_same_inputs, write_json
 from tasks.blocks.params import BaseModelParams, LoraParams, ParamsError, RuntimeParams
 from tasks.blocks.tracking import git_commit
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerFast
 
 THINK_TOKENS = ["<think>", "</think>"]
 PLAIN_GGML_TYPES = {0: "F32", 1: "F16", 30: "BF16"}  # ggml tensor types that are values, not quantized blocks
@@ -39,6 +41,8 @@ CHAT_TEMPLATE = (
 
 
 def device(runtime: RuntimeParams) -> str:
+    import torch
+
     if runtime.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if runtime.device == "cuda" and not torch.cuda.is_available():
@@ -49,6 +53,8 @@ def device(runtime: RuntimeParams) -> str:
 def precision(runtime: RuntimeParams) -> str:
     if runtime.precision != "auto":
         return runtime.precision
+    import torch
+
     return "bf16" if device(runtime) == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
@@ -59,12 +65,17 @@ def trainer_kwargs(runtime: RuntimeParams) -> dict:
 
 
 def torch_dtype(runtime: RuntimeParams) -> torch.dtype:
+    import torch
+
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision(runtime)]
 
 
 def build_toy_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE with ChatML special tokens; <think> and </think> are ordinary added tokens so that TRL's
     `skip_special_tokens=True` decoding keeps them (or every format reward would be 0)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.BPE())
     # Digits are split one by one (as Llama and Qwen do), so "24" is the same tokens after a space, in a sum and
     # inside \boxed{}: a tiny model can then copy a number from its reasoning into its answer.
@@ -83,6 +94,8 @@ def build_toy_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenize
 
 
 def load_tokenizer(path: Path | str) -> PreTrainedTokenizerFast:
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -146,6 +159,8 @@ def stop_at_end_of_turn(model, tokenizer) -> None:
 
 
 def load_model(path: Path | str, runtime: RuntimeParams):
+    from transformers import AutoModelForCausalLM
+
     require_model_dir(path)
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(runtime)).to(device(runtime))
 
@@ -176,6 +191,8 @@ def load_pretrained(name: str, key: str, runtime: RuntimeParams):
     """(tokenizer, model) of a pretrained model named by the param `key`: a Hugging Face id, a local directory, or a
     local `.gguf` file with plain weights. Checked before the weights load: a missing directory, a quantized or
     weightless GGUF, a tokenizer without a chat template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = Path(name).expanduser()
     source, kwargs = name, {}
     if path.suffix == ".gguf":
@@ -246,6 +263,8 @@ def params_hash(params) -> str:
 def write_provenance(out: Path, stage: str, parent: str | None, params) -> None:
     """What made this model: the stage, its parent, its params and code, and its MLflow run (the report reads that
     run's curves, not the latest run of the stage, which may be a discarded experiment's)."""
+    import mlflow
+
     run = mlflow.active_run()
     write_json(out / "provenance.json", {"stage": stage, "parent_model": parent, "params_hash": params_hash(params),
                                          "git_commit": git_commit(), "mlflow_run_id": run.info.run_id if run else None})

@@ -462,7 +462,7 @@ class Params(Section):
     teacher_traces: RejectionSamplingParams = RejectionSamplingParams(model="models/alignment_rl", num_prompts=500)
     distill: DistillParams = DistillParams()
     r1_zero: GRPOParams = GRPOParams(model="models/base", rewards=RewardWeights(language_consistency=0.0),
-                                     learning_rate=1e-4, prompt_template=R1_ZERO_TEMPLATE)
+                                     prompt_template=R1_ZERO_TEMPLATE)
     student_cold_start: SFTParams = SFTParams(model="models/student_base/tiny")
     student_rl: GRPOParams = GRPOParams(model="models/student_cold_start")
     evaluate: EvaluateParams = EvaluateParams()
