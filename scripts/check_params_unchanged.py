@@ -67,10 +67,11 @@ def main() -> None:
         tmp = Path(tmp)
         old_schema = schema_at(args.base, tmp)
         names = ["params.yaml", *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "recipes").glob("*.yaml")))]
+        for name in names:  # every old file first: a recipe may extend one that sorts after it
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(git_show(args.base, name))
         for name in names:
             old_file = tmp / name
-            old_file.parent.mkdir(parents=True, exist_ok=True)
-            old_file.write_text(git_show(args.base, name))
             old, new = old_schema.load_params(old_file), current.load_params(ROOT / name)
             before = len(problems)
             for section in type(new).model_fields:
