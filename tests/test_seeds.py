@@ -1,11 +1,15 @@
 import json
 import random
+import shutil
 import subprocess
+import sys
 
 import pytest
+import yaml
+from dvc.repo import Repo
 
 from tasks import seeds
-from tasks.blocks.params import ParamsError, validate
+from tasks.blocks.params import ParamsError, apply_overrides, validate
 
 
 def write_evals(folder, name, rate, n=60, seed=0):
@@ -25,10 +29,28 @@ def test_a_seed_sets_the_world_and_model_seeds_and_keeps_only_the_evaluations_ne
     assert p.evaluate.names == ["base", "cold_start_sft", "reasoning_rl", "r1_zero", "base_r1_zero_prompt"]
     assert p.evaluate.general_data is None and p.evaluate.reward_model == ""
     assert p.reasoning_rl == params.reasoning_rl  # everything else as in params.yaml
-    commands = [c[2:] for c in seeds.stage_commands(p)]
-    assert commands[:5] == [["tasks.prepare_data"], ["tasks.base_model"], ["tasks.sft", "cold_start_sft"],
-                            ["tasks.grpo", "reasoning_rl"], ["tasks.grpo", "r1_zero"]]
-    assert ["tasks.evaluate", "base_r1_zero_prompt"] in commands
+    commands = {name: c[2:] for name, c in seeds.stage_commands(p).items()}
+    assert list(commands)[:5] == ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", "r1_zero"]
+    assert commands["cold_start_sft"] == ["tasks.sft", "cold_start_sft"]
+    assert commands["evaluate_prompted@base_r1_zero_prompt"] == ["tasks.evaluate", "base_r1_zero_prompt"]
+    assert list(commands)[5:] == [*(f"evaluate@{m}" for m in params.seeds.models),
+                                  "evaluate_prompted@base_r1_zero_prompt"]
+
+
+def test_each_command_is_its_dvc_yaml_stages_and_a_stage_keys_on_what_dvc_yaml_says_it_reads():
+    p = seeds.seed_params(validate({}), 1)
+    commands = seeds.stage_commands(p)
+    specs = seeds.dvc_stages(list(commands))
+    with Repo(str(seeds.ROOT)) as repo:
+        cmds = {stage.addressing: stage.cmd for stage in repo.index.stages}
+    for name, command in commands.items():
+        assert cmds[name].split() == ["python", *command[1:]], name
+    assert specs["evaluate_prompted@base_r1_zero_prompt"].params[-1] == "r1_zero.prompt_template"  # a dotted key
+    assert specs["cold_start_sft"].code[0] == "tasks/sft.py"
+    assert "models/base" in specs["r1_zero"].deps and "models/r1_zero" in specs["r1_zero"].outs
+    raw = p.model_dump(mode="json")
+    assert seeds.param_value(raw, "r1_zero.prompt_template") == p.r1_zero.prompt_template
+    assert seeds.param_value(raw, "toy_world") == raw["toy_world"] and seeds.param_value(raw, "no.such") is None
 
 
 def test_collect_gives_each_seeds_paired_deltas_with_intervals(tmp_path):
@@ -64,26 +86,82 @@ def test_seeds_must_be_evaluated_models(tmp_path, monkeypatch, capsys):
         validate({"seeds": {"seeds": [1, 1]}})
 
 
-def test_a_seed_runs_its_stages_in_its_folder_and_resumes_after_the_last_finished(tmp_path, monkeypatch):
-    import sys
+def with_params(**overrides):
+    """The defaults with dotted keys set (a section given as a dict would replace the whole section)."""
+    return validate(apply_overrides(validate({}).model_dump(mode="json"), overrides))
 
-    params = validate({})
+
+@pytest.fixture
+def fake_stages(tmp_path, monkeypatch):
+    """Fake stage commands (each logs its dvc.yaml stage name to the folder's `log`, and fails when `fail` names it);
+    returns a function running seed 1 in tmp_path/seed-1 and giving the stages that ran in that call."""
     folder = tmp_path / "seed-1"
     fail = tmp_path / "fail"
-    script = ("import os, pathlib, sys; pathlib.Path('log').open('a').write(sys.argv[1] + '\\n'); "
-              f"sys.exit(1 if sys.argv[1] == 'b' and pathlib.Path({str(fail)!r}).exists() else 0)")
+    script = ("import pathlib, sys; pathlib.Path('log').open('a').write(sys.argv[1] + '\\n'); "
+              f"f = pathlib.Path({str(fail)!r}); sys.exit(1 if f.exists() and f.read_text() == sys.argv[1] else 0)")
     (tmp_path / "stage.py").write_text(script)
-    monkeypatch.setattr(seeds, "stage_commands",
-                        lambda p: [[sys.executable, str(tmp_path / "stage.py"), name] for name in ("a", "b", "c")])
-    fail.touch()
+    real = seeds.stage_commands
+    monkeypatch.setattr(seeds, "stage_commands", lambda p: {
+        name: [sys.executable, str(tmp_path / "stage.py"), name] for name in real(p)})
+
+    def run(params=None, failing=None):
+        log = folder / "log"
+        before = len(log.read_text().split()) if log.exists() else 0
+        if failing:
+            fail.write_text(failing)
+        try:
+            assert seeds.run_seed(params or validate({}), 1, folder) == folder / "evals"
+        finally:
+            fail.unlink(missing_ok=True)
+            run.ran = log.read_text().split()[before:] if log.exists() else []
+        return run.ran
+
+    run.folder = folder
+    return run
+
+
+ALL = ["prepare_data", "base_model", "cold_start_sft", "reasoning_rl", "r1_zero", "evaluate@base",
+       "evaluate@cold_start_sft", "evaluate@reasoning_rl", "evaluate@r1_zero", "evaluate_prompted@base_r1_zero_prompt"]
+
+
+def test_a_seed_runs_its_stages_in_its_folder_and_resumes_after_the_last_finished(fake_stages):
     with pytest.raises(subprocess.CalledProcessError):
-        seeds.run_seed(params, 1, folder)
-    fail.unlink()
-    assert seeds.run_seed(params, 1, folder) == folder / "evals"
-    assert (folder / "log").read_text().split() == ["a", "b", "b", "c"]  # a finished stage is not run again
-    assert validate(__import__("yaml").safe_load((folder / "params.yaml").read_text())).toy_world.seed == 1
-    # Other params (the world or a stage changed since): nothing finished under the old ones is kept.
-    seeds.run_seed(validate({"reasoning_rl": {"learning_rate": 1e-5}}), 1, folder)
-    assert (folder / "log").read_text().split() == ["a", "b", "b", "c", "a", "b", "c"]
-    seeds.run_seed(validate({"reasoning_rl": {"learning_rate": 1e-5}}), 1, folder)
-    assert (folder / "log").read_text().split()[7:] == []
+        fake_stages(failing="cold_start_sft")
+    assert fake_stages.ran == ["prepare_data", "base_model", "cold_start_sft"]
+    assert fake_stages() == ALL[2:]  # a finished stage is not run again, the one that failed is
+    folder = fake_stages.folder
+    assert validate(yaml.safe_load((folder / "params.yaml").read_text())).toy_world.seed == 1
+    assert sorted(path.name for path in (folder / ".done").iterdir()) == sorted(ALL)
+    assert fake_stages() == []  # nothing changed: nothing runs
+
+
+def test_a_changed_param_reruns_the_stages_that_list_it_and_those_downstream_only(fake_stages):
+    fake_stages()
+    # r1_zero.learning_rate: r1_zero and its evaluation; the base under R1-Zero's prompt lists only
+    # r1_zero.prompt_template.
+    assert fake_stages(with_params(**{"r1_zero.learning_rate": 3e-5})) == ["r1_zero", "evaluate@r1_zero"]
+    assert fake_stages(with_params(**{"r1_zero.learning_rate": 3e-5})) == []
+    assert fake_stages() == ["r1_zero", "evaluate@r1_zero"]  # back to the old value: its stages run again
+    assert fake_stages(with_params(**{"r1_zero.prompt_template": "Q: {prompt}\nA:"})) == [
+        "r1_zero", "evaluate@r1_zero", "evaluate_prompted@base_r1_zero_prompt"]
+
+
+def test_a_changed_base_model_or_world_reruns_everything_downstream_of_it(fake_stages):
+    fake_stages()
+    assert fake_stages(with_params(**{"base_model.learning_rate": 1e-3})) == ALL[1:]
+    assert fake_stages(with_params(**{"base_model.learning_rate": 1e-3, "toy_world.max_operand": 10})) == ALL
+    # A failure midway keeps what finished under the new key and runs the rest next time.
+    with pytest.raises(subprocess.CalledProcessError):
+        fake_stages(with_params(**{"base_model.epochs": 2.0}), failing="reasoning_rl")
+    assert fake_stages(with_params(**{"base_model.epochs": 2.0})) == ALL[3:]
+
+
+def test_changed_code_reruns_the_stages_that_run_it_and_those_downstream_only(fake_stages, tmp_path, monkeypatch):
+    copy = tmp_path / "sft.py"
+    shutil.copy(seeds.ROOT / "tasks" / "sft.py", copy)
+    real = seeds.file_sha256
+    monkeypatch.setattr(seeds, "file_sha256", lambda path: real(copy if path == seeds.ROOT / "tasks/sft.py" else path))
+    fake_stages()
+    copy.write_text(copy.read_text() + "\n# changed\n")
+    assert fake_stages() == ["cold_start_sft", "reasoning_rl", "evaluate@cold_start_sft", "evaluate@reasoning_rl"]
+    assert fake_stages() == []
