@@ -5,13 +5,14 @@
     python -m flows.pipeline --set reasoning_rl.learning_rate=5e-7   # a DVC experiment named after the flow run
     python -m flows.pipeline --recipe qwen2.5-math-1.5b               # recipes/<name>.yaml as params: an experiment
 
-Each task runs exactly one stage with `dvc repro --single-item <stage>` in its own process group, so DVC alone
-decides what is stale (no Prefect caching), a transient failure is retried, and cancelling the flow kills the stage
-and all its children. A run with params overrides is one `dvc exp run --set-param ...` instead, so its params,
-metrics and outputs are versioned and comparable with `dvc exp show`; so is a run of a recipe (recipes/<name>.yaml,
-an overlay on the defaults whose complete params params.yaml holds for the run; shell equivalent:
-`python -m tasks.blocks.params recipes/<name>.yaml > params.yaml && dvc exp run --name <name>
-&& git checkout params.yaml`).
+Each task runs exactly one stage with `dvc repro --single-item <stage>` in its own process group, so DVC alone decides
+what is stale (no Prefect caching), a transient failure is retried, and cancelling the flow kills the stage and all
+its children; one `dvc status` first skips the stages before the first stale one (`from_first_stale`), so a run with
+nothing to do starts no stage at all. A run with params overrides is one `dvc exp run --set-param ...` instead, so its
+params, metrics and outputs are versioned and comparable with `dvc exp show`; so is a run of a recipe
+(recipes/<name>.yaml, an overlay on the defaults whose complete params params.yaml holds for the run; shell
+equivalent: `python -m tasks.blocks.params recipes/<name>.yaml > params.yaml && dvc exp run --name <name> && git
+checkout params.yaml`).
 Recipe and overrides are validated before any work; a stage failing on bad input (invalid data or params) is not
 retried and its message is the task's error.
 The flow holds no ML logic: it validates params, opens the pipeline's parent MLflow run, runs the stages (the last
@@ -22,9 +23,11 @@ Prefect UI).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -188,6 +191,22 @@ def stage_commands(stage: str, dvc_remote: bool = False) -> list[list[str]]:
     return [["dvc", "repro", "--pull", stage], ["dvc", "push", "--run-cache", stage]]
 
 
+def stale_stages(stages: list[str]) -> set[str]:
+    """The stages `dvc status` reports changed (deps, outs, params or command), in one call for the whole run."""
+    done = subprocess.run(["dvc", "status", "--json", *stages], capture_output=True, text=True)
+    if done.returncode:
+        raise StageFailed(f"dvc status failed (exit code {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return set(json.loads(done.stdout or "{}"))
+
+
+def from_first_stale(selected: list[str], stale: set[str]) -> list[str]:
+    """The stages (in DAG order) to hand to `dvc repro`: the first stale one and every one after it, since what runs
+    may make a later stage stale. The up-to-date ones before it are skipped without starting DVC for each (seconds
+    a stage, a minute for a run with nothing to do)."""
+    first = next((i for i, stage in enumerate(selected) if stage in stale), len(selected))
+    return selected[first:]
+
+
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{stage}", retry_condition_fn=retry_unless_bad_input)
 def run_stage(stage: str, env: dict[str, str], dvc_remote: bool = False) -> str:
     for cmd in stage_commands(stage, dvc_remote):
@@ -311,7 +330,11 @@ def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | 
                 for stage in selected:
                     tracking.tag_with_lock(parent.info.run_id, stage)
         else:
+            to_run = selected if dvc_remote else from_first_stale(selected, stale_stages(selected))
             for stage in selected:
+                if stage not in to_run:
+                    logger.info("stage %s: up to date (dvc status), not run", stage)
+                    continue
                 logger.info("stage %s", stage)
                 run_stage.with_options(**retry)(stage, env, dvc_remote)
                 tracking.tag_with_lock(parent.info.run_id, stage)

@@ -95,3 +95,26 @@ def test_the_run_form_offers_the_real_stage_and_recipe_names():
     assert {"evaluate@distill_tiny", "real_data@math500", "distill@qwen05b"} <= set(stages)  # toy and recipe DAGs
     assert form["recipe"]["anyOf"][0]["enum"] == ["qwen2.5-math-1.5b", "qwen2.5-math-1.5b-8gpu", "smollm2-135m"]
     assert "enum" not in form["overrides"]["anyOf"][0]["items"]  # free text: any dotted.key=value
+
+
+def test_the_flow_skips_only_the_up_to_date_stages_before_the_first_stale_one():
+    order = ["prepare_data", "base_model", "cold_start_sft", "evaluate@base", "report"]
+    assert pipeline.from_first_stale(order, set()) == []  # a no-op run starts no `dvc repro`
+    assert pipeline.from_first_stale(order, {"cold_start_sft"}) == ["cold_start_sft", "evaluate@base", "report"]
+    # evaluate@base is up to date before cold_start_sft runs; it still goes through DVC, which decides then.
+    assert pipeline.from_first_stale(order, {"prepare_data", "report"}) == order
+
+
+def test_stale_stages_are_what_dvc_status_reports(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run(["dvc", "init", "-q"], check=True)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n"
+                                       "  b:\n    cmd: cat a.txt > b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n")
+    assert pipeline.stale_stages(["a", "b"]) == {"a", "b"}
+    subprocess.run(["dvc", "repro", "-q"], check=True)
+    assert pipeline.stale_stages(["a", "b"]) == set()
+    (tmp_path / "b.txt").write_text("edited\n")
+    assert pipeline.stale_stages(["a", "b"]) == {"b"}

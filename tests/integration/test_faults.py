@@ -210,7 +210,7 @@ def test_a_prefect_server_restart_in_the_middle_of_a_flow_run_loses_no_stage(wor
         server = start_prefect_server(home, port)
         flows.append(flow := start_flow(["base_model"], url, home, log := tmp_path / "rerun.log"))
         assert flow.wait(timeout=300) == 0, log.read_text()[-4000:]
-        assert "Stage 'base_model' didn't change, skipping" in log.read_text()
+        assert "stage base_model: up to date (dvc status), not run" in log.read_text()
         _, lost, rerun = flow_runs(url)
     finally:
         for flow in flows:
