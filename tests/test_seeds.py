@@ -139,8 +139,8 @@ def test_a_changed_param_reruns_the_stages_that_list_it_and_those_downstream_onl
     fake_stages()
     # r1_zero.learning_rate: r1_zero and its evaluation; the base under R1-Zero's prompt lists only
     # r1_zero.prompt_template.
-    assert fake_stages(with_params(**{"r1_zero.learning_rate": 3e-5})) == ["r1_zero", "evaluate@r1_zero"]
-    assert fake_stages(with_params(**{"r1_zero.learning_rate": 3e-5})) == []
+    assert fake_stages(with_params(**{"r1_zero.learning_rate": 1e-5})) == ["r1_zero", "evaluate@r1_zero"]
+    assert fake_stages(with_params(**{"r1_zero.learning_rate": 1e-5})) == []
     assert fake_stages() == ["r1_zero", "evaluate@r1_zero"]  # back to the old value: its stages run again
     assert fake_stages(with_params(**{"r1_zero.prompt_template": "Q: {prompt}\nA:"})) == [
         "r1_zero", "evaluate@r1_zero", "evaluate_prompted@base_r1_zero_prompt"]
