@@ -25,6 +25,8 @@ from tests.workspace import make_workspace
 
 RESULTS = Path(__file__).with_name("results.json")
 GRPO_STEPS = 30  # enough steps that a process's fixed start-up cost does not dominate
+# student_rl shares reasoning_rl's RL budget (a params check): both are set, only reasoning_rl runs.
+GRPO_OVERRIDES = {"reasoning_rl.max_steps": GRPO_STEPS, "student_rl.max_steps": GRPO_STEPS}
 
 
 def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
@@ -52,7 +54,7 @@ def bench_pipeline(ws: Path, env: dict) -> dict:
 def bench_grpo_overhead(ws: Path, env: dict) -> dict:
     """Same steps, model, data and config: our stage vs a bare TRL script, in a scratch copy (ws is untouched)."""
     with tempfile.TemporaryDirectory(prefix="r1-bench-grpo-") as tmp:
-        scratch = make_workspace(Path(tmp) / "repo", {"reasoning_rl.max_steps": GRPO_STEPS})
+        scratch = make_workspace(Path(tmp) / "repo", GRPO_OVERRIDES)
         shutil.copytree(ws / "models" / "cold_start_sft", scratch / "models" / "cold_start_sft")
         shutil.copytree(ws / "data" / "toy", scratch / "data" / "toy")
         ours = timed([sys.executable, "-m", "tasks.grpo", "reasoning_rl"], scratch, env)
