@@ -97,7 +97,7 @@ for i in range({runs}):
 
 def imports_floor(env: dict, first: str = "") -> float:
     """The floor of a training stage: a process that imports torch, transformers and TRL's trainers, and exits
-    (`first`: "import tasks, " to import them under the package's GC settings, as a stage does)."""
+    (`first`: "import tasks; " to import them under the package's GC settings, as a stage does)."""
     start = time.time()
     subprocess.run([sys.executable, "-c", f"{first}import torch, transformers, trl; from trl import GRPOTrainer"],
                    env=env, check=True, capture_output=True)
@@ -123,7 +123,7 @@ def main() -> None:
             row = "  ".join(f"{k} {v:5.2f}" for k, v in results[name].items())
             print(f"{name:20s} {row}", flush=True)
     floor = statistics.median(imports_floor(env) for _ in range(args.repeat))
-    tasks_floor = statistics.median(imports_floor(env, "import tasks, ") for _ in range(args.repeat))
+    tasks_floor = statistics.median(imports_floor(env, "import tasks; ") for _ in range(args.repeat))
     print(f"floor (python -c 'import torch, transformers, trl; from trl import GRPOTrainer'): {floor} s; "
           f"with tasks' GC settings: {tasks_floor} s")
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
