@@ -191,9 +191,10 @@ def stage_commands(stage: str, dvc_remote: bool = False) -> list[list[str]]:
     return [["dvc", "repro", "--pull", stage], ["dvc", "push", "--run-cache", stage]]
 
 
-def stale_stages(stages: list[str]) -> set[str]:
-    """The stages `dvc status` reports changed (deps, outs, params or command), in one call for the whole run."""
-    done = subprocess.run(["dvc", "status", "--json", *stages], capture_output=True, text=True)
+def stale_stages(stages: list[str], env: dict[str, str] | None = None) -> set[str]:
+    """The stages `dvc status` reports changed (deps, outs, params or command), in one call for the whole run; `env`:
+    the stages' environment (stage_env: its PATH has the `dvc` that runs them)."""
+    done = subprocess.run(["dvc", "status", "--json", *stages], capture_output=True, text=True, env=env)
     if done.returncode:
         raise StageFailed(f"dvc status failed (exit code {done.returncode}): {done.stderr.strip()[-2000:]}")
     return set(json.loads(done.stdout or "{}"))
@@ -330,7 +331,7 @@ def run_recipe(params: Params, stages: list[str] | None, overrides: list[str] | 
                 for stage in selected:
                     tracking.tag_with_lock(parent.info.run_id, stage)
         else:
-            to_run = selected if dvc_remote else from_first_stale(selected, stale_stages(selected))
+            to_run = selected if dvc_remote else from_first_stale(selected, stale_stages(selected, env))
             for stage in selected:
                 if stage not in to_run:
                     logger.info("stage %s: up to date (dvc status), not run", stage)
