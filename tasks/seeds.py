@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import yaml
 
+from tasks.blocks.data import sha256
 from tasks.blocks.params import Params, apply_overrides, dump_params, load_params, validate
 from tasks.evaluate import ladder_deltas
 
@@ -101,10 +102,6 @@ def param_value(raw: dict, key: str) -> object:
     return raw
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def overlaps(dep: str, out: str) -> bool:
     """A dep reads an out when it is the out, inside it, or a folder holding it."""
     return dep == out or dep.startswith(f"{out}/") or out.startswith(f"{dep}/")
@@ -119,7 +116,7 @@ def stage_keys(params: Params, specs: dict[str, StageSpec]) -> dict[str, str]:
         upstream = [other for other in keys if any(overlaps(dep, out) for dep in spec.deps
                                                    for out in specs[other].outs)]
         key = {"params": {k: param_value(raw, k) for k in spec.params},
-               "code": {f: file_sha256(ROOT / f) for f in spec.code},
+               "code": {f: sha256(ROOT / f) for f in spec.code},
                "upstream": {other: keys[other] for other in upstream}}
         keys[name] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return keys

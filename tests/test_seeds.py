@@ -159,8 +159,8 @@ def test_a_changed_base_model_or_world_reruns_everything_downstream_of_it(fake_s
 def test_changed_code_reruns_the_stages_that_run_it_and_those_downstream_only(fake_stages, tmp_path, monkeypatch):
     copy = tmp_path / "sft.py"
     shutil.copy(seeds.ROOT / "tasks" / "sft.py", copy)
-    real = seeds.file_sha256
-    monkeypatch.setattr(seeds, "file_sha256", lambda path: real(copy if path == seeds.ROOT / "tasks/sft.py" else path))
+    real = seeds.sha256
+    monkeypatch.setattr(seeds, "sha256", lambda path: real(copy if path == seeds.ROOT / "tasks/sft.py" else path))
     fake_stages()
     copy.write_text(copy.read_text() + "\n# changed\n")
     assert fake_stages() == ["cold_start_sft", "reasoning_rl", "evaluate@cold_start_sft", "evaluate@reasoning_rl"]

@@ -121,6 +121,15 @@ def write_json(path: Path | str, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def sha256(path: Path | str) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def inputs_fingerprint(params, *paths: Path | str) -> str:
     """Identifies a piece of work's inputs: the whole params (a stage also reads seed, runtime, prompt, ... beside its
     own section) plus the size and mtime of every input file."""
