@@ -23,11 +23,9 @@ Prefect UI).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +50,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Crashed
 
 from tasks.blocks import launch, tracking
+from tasks.blocks.dvc_files import stale_stages
 from tasks.blocks.params import PARAMS_FILE, Params, ParamsError, apply_overrides, dump_params, read_params, validate
 from tasks.blocks.stage import BAD_INPUT_ENV
 
@@ -189,15 +188,6 @@ def stage_commands(stage: str, dvc_remote: bool = False) -> list[list[str]]:
     if not dvc_remote:
         return [["dvc", "repro", "--single-item", stage]]
     return [["dvc", "repro", "--pull", stage], ["dvc", "push", "--run-cache", stage]]
-
-
-def stale_stages(stages: list[str], env: dict[str, str] | None = None) -> set[str]:
-    """The stages `dvc status` reports changed (deps, outs, params or command), in one call for the whole run; `env`:
-    the stages' environment (stage_env: its PATH has the `dvc` that runs them)."""
-    done = subprocess.run(["dvc", "status", "--json", *stages], capture_output=True, text=True, env=env)
-    if done.returncode:
-        raise StageFailed(f"dvc status failed (exit code {done.returncode}): {done.stderr.strip()[-2000:]}")
-    return set(json.loads(done.stdout or "{}"))
 
 
 def from_first_stale(selected: list[str], stale: set[str]) -> list[str]:

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import yaml
 
 from tasks.blocks.data import sha256
+from tasks.blocks.dvc_files import stale_stages
 from tasks.blocks.params import Params, apply_overrides, dump_params, load_params, validate
 from tasks.evaluate import ladder_deltas
 
@@ -148,11 +149,12 @@ def run_seed(params: Params, seed: int, folder: Path) -> Path:
 def workspace_evals(params: Params) -> Path:
     """evals/ of the workspace's own run (seed 0), after checking DVC has those evaluations up to date."""
     stages = [f"evaluate@{m}" for m in params.seeds.models] + [f"evaluate_prompted@{m}" for m in params.seeds.prompted]
-    status = subprocess.run(["dvc", "status", "--json", *stages], capture_output=True, text=True)
-    stale = json.loads(status.stdout or "{}") if status.returncode == 0 else None
-    if stale is None or stale:
-        detail = status.stderr.strip() if stale is None else ", ".join(sorted(stale))
-        raise SystemExit(f"seed 0 is the workspace's run, and its evaluations are not up to date ({detail}): "
+    try:
+        stale = ", ".join(sorted(stale_stages(stages)))
+    except RuntimeError as exc:  # DVC could not tell
+        stale = str(exc)
+    if stale:
+        raise SystemExit(f"seed 0 is the workspace's run, and its evaluations are not up to date ({stale}): "
                          "run `make run` (or `dvc repro`) first")
     return Path("evals")
 

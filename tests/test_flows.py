@@ -8,6 +8,7 @@ from flows import pipeline
 from flows.pipeline import parse_overrides, recipe_params, validated_params
 from tasks.blocks import stage
 from tasks.blocks.data import DataError
+from tasks.blocks.dvc_files import stale_stages
 from tasks.blocks.params import ParamsError, dump_params, load_params, validate
 
 
@@ -113,11 +114,11 @@ def test_stale_stages_are_what_dvc_status_reports(tmp_path, monkeypatch):
     subprocess.run(["dvc", "init", "-q"], check=True)
     (tmp_path / "dvc.yaml").write_text("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n"
                                        "  b:\n    cmd: cat a.txt > b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n")
-    assert pipeline.stale_stages(["a", "b"]) == {"a", "b"}
+    assert stale_stages(["a", "b"]) == {"a", "b"}
     # The stages' environment decides which `dvc` answers (a flow started without the venv on its PATH).
     with pytest.raises(FileNotFoundError):
-        pipeline.stale_stages(["a"], {"PATH": str(tmp_path / "nowhere")})
+        stale_stages(["a"], {"PATH": str(tmp_path / "nowhere")})
     subprocess.run(["dvc", "repro", "-q"], check=True)
-    assert pipeline.stale_stages(["a", "b"]) == set()
+    assert stale_stages(["a", "b"]) == set()
     (tmp_path / "b.txt").write_text("edited\n")
-    assert pipeline.stale_stages(["a", "b"]) == {"b"}
+    assert stale_stages(["a", "b"]) == {"b"}

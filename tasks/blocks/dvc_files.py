@@ -1,7 +1,10 @@
-"""What DVC's files say about a stage: the deps dvc.yaml lists for it, and the hashes dvc.lock records for it."""
+"""What DVC's files say about a stage: the deps dvc.yaml lists for it, the hashes dvc.lock records for it, and
+whether `dvc status` finds it stale."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -24,6 +27,15 @@ def stage_inputs(stage: str) -> list[Path]:
             return [Path(dep.fs_path) for s in found for dep in s.deps if not isinstance(dep, ParamsDependency)]
     except DvcException:
         return []
+
+
+def stale_stages(stages: list[str], env: dict[str, str] | None = None) -> set[str]:
+    """The stages `dvc status` reports changed (deps, outs, params or command), in one call; `env`: the environment
+    to run `dvc` in (a flow passes its stages', whose PATH has the `dvc` that runs them). RuntimeError if DVC fails."""
+    done = subprocess.run(["dvc", "status", "--json", *stages], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"dvc status failed (exit code {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return set(json.loads(done.stdout or "{}"))
 
 
 def lock_stages(lock_file: Path = LOCK_FILE) -> dict[str, dict]:
