@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -33,8 +30,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks import real_tokenizer, smollm2  # noqa: E402  (after the repository root is on the path)
-from tasks.blocks.params import apply_overrides, dump_params, read_params, validate  # noqa: E402
+from benchmarks import scratch_flow  # noqa: E402  (after the repository root is on the path)
+from tasks import real_tokenizer, smollm2  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "smollm2-135m.yaml"
 SMOKE = ROOT / "tests" / "integration" / "smoke.yaml"
@@ -70,21 +67,8 @@ OVERRIDES = {
 def smoke_params(model_dir: Path) -> dict:
     """The recipe with the smoke overrides (and smoke.yaml's toy-world sizes), validated: every key spelled out."""
     toy = {k: v for k, v in yaml.safe_load(SMOKE.read_text()).items() if k.startswith("toy_world.")}
-    raw = apply_overrides(read_params(RECIPE), {**toy, **OVERRIDES,
-                                                "base_model.model_name_or_path": str(model_dir)})
-    return yaml.safe_load(dump_params(validate(raw, source=f"{RECIPE} with scripts/smoke_real.py's overrides")))
-
-
-def stage_times(workspace: Path) -> dict[str, float]:
-    """Each stage's wall time, from its MLflow run in the workspace's store, in the order the stages started."""
-    code = ("import json, mlflow; runs = mlflow.search_runs(search_all_experiments=True, output_format='list'); "
-            "print(json.dumps(sorted([(r.info.start_time, r.data.tags.get('stage'), "
-            "((r.info.end_time or r.info.start_time) - r.info.start_time) / 1000) for r in runs "
-            "if r.data.tags.get('stage')])))")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workspace}/mlflow.db"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=workspace, env=env, check=True, capture_output=True,
-                         text=True).stdout
-    return {stage: round(seconds, 1) for _, stage, seconds in json.loads(out.splitlines()[-1])}
+    return scratch_flow.recipe_params(RECIPE, {**toy, **OVERRIDES, "base_model.model_name_or_path": str(model_dir)},
+                                      "scripts/smoke_real.py's overrides")
 
 
 def main() -> None:
@@ -98,48 +82,30 @@ def main() -> None:
         sys.exit(f"error: {exc}")
     if model_dir is None:
         sys.exit(f"error: {smollm2.model_dir()} is missing: run `make smollm2` first")
-    from tests.workspace import make_workspace
-
     base = args.keep or Path(tempfile.mkdtemp(prefix="r1-smoke-real-"))
-    workspace = base / "repo"
     ok = False
     try:
-        if workspace.exists():
-            shutil.rmtree(workspace)
-        workspace.mkdir(parents=True)
-        shared = base / "shared"  # the recipe's ../shared/data, as from this checkout
-        if not shared.exists():
-            shared.symlink_to((ROOT.parent / "shared").resolve())
-        make_workspace(workspace)
-        (workspace / "plots" / "ladder.md").unlink(missing_ok=True)  # the toy run's, tracked: not this run's ladder
-        (workspace / "params.yaml").write_text(yaml.safe_dump(smoke_params(model_dir), sort_keys=False))
+        workspace, env = scratch_flow.prepare(base, smoke_params(model_dir))
         real_tokenizer.build_tiny_model(workspace / STUDENT, files[real_tokenizer.GGUF], ends_turns=0.25)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workspace}/mlflow.db",
-               "PREFECT_HOME": str(base / "prefect"), "PYTHONPATH": str(workspace),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        start = time.monotonic()
-        flow = subprocess.run([sys.executable, "-m", "flows.pipeline"], cwd=workspace, env=env, check=False)
-        total = time.monotonic() - start
-        times = stage_times(workspace)
+        code, total = scratch_flow.run_flow(workspace, env)
+        times = scratch_flow.stage_times(workspace)
         OUT.mkdir(parents=True, exist_ok=True)
         ladder = workspace / "plots" / "ladder.md"
         (OUT / "ladder.md").unlink(missing_ok=True)
         if ladder.exists():
             shutil.copy(ladder, OUT / "ladder.md")
-        (OUT / "stages.json").write_text(json.dumps({"total_seconds": round(total, 1), "flow_exit_code":
-                                                     flow.returncode, "stage_seconds": times}, indent=2) + "\n")
-        print("\nStage wall times (s, from each stage's MLflow run):")
-        for stage, seconds in times.items():
-            print(f"  {stage:34s} {seconds:7.1f}")
-        print(f"Total (the flow, Prefect's start included): {total:.0f} s; written to {OUT}")
-        if flow.returncode:
-            sys.exit(f"error: the flow failed (exit code {flow.returncode})")
+        (OUT / "stages.json").write_text(json.dumps({"total_seconds": round(total, 1), "flow_exit_code": code,
+                                                     "stage_seconds": times}, indent=2) + "\n")
+        scratch_flow.print_stage_times(times, total)
+        print(f"Written to {OUT}")
+        if code:
+            sys.exit(f"error: the flow failed (exit code {code})")
         ok = True
     finally:
         if args.keep is None and ok:
             shutil.rmtree(base, ignore_errors=True)
         elif args.keep is None:
-            print(f"workspace kept for inspection: {workspace}", file=sys.stderr)
+            print(f"workspace kept for inspection: {base / 'repo'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
