@@ -89,7 +89,7 @@ smoke-real: venv real-tokenizer smollm2  ## recipes/smollm2-135m.yaml smoke-size
 	$(PY) scripts/smoke_real.py
 
 # What cold-start SFT and GRPO do to SmolLM2-135M-Instruct (format rate, pass@1 on 50 GSM8K test problems, the reward
-# curve, each with its interval), through the flow in a scratch copy; about 25 min on 2 cores (benchmarks/smollm2.py).
+# curve, each with its interval), through the flow in a scratch copy; about 36 min on 2 cores (benchmarks/smollm2.py).
 bench-real: venv smollm2  ## SmolLM2 through base, cold start, GRPO and evaluation -> benchmarks/results_smollm2.json
 	$(PY) -m benchmarks.smollm2
 

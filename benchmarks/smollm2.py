@@ -1,6 +1,6 @@
 """`make bench-real`: what the recipe's first stages do to a real model, SmolLM2-135M-Instruct, on this CPU.
 
-    python -m benchmarks.smollm2                 # after `make smollm2`; about 25 min on 2 cores
+    python -m benchmarks.smollm2                 # after `make smollm2`; about 36 min on 2 cores
     python -m benchmarks.smollm2 --keep /tmp/ws  # keep the workspace (models, MLflow store, plots) there
 
 recipes/smollm2-135m.yaml with its sizes cut to a CPU benchmark (OVERRIDES, chosen before any run): the base, cold-start
