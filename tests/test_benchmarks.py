@@ -57,3 +57,19 @@ def test_a_scratch_workspace_is_deleted_after_success_and_kept_after_a_failure(t
     with scratch_flow.scratch_base(tmp_path / "keep", "r1-test-") as kept:  # --keep: kept after success too
         kept.mkdir()
     assert kept.exists()
+
+
+def test_the_held_out_rl_comparison_reads_its_arms_and_pairs_its_deltas():
+    # scripts/rl_held_out.py (RESULTS.md's choices of reasoning RL's params): an arm is name[:key=value,...] with
+    # YAML values, a malformed one stops before any training; deltas are paired per problem, with +-2 SE.
+    rl = load_script(ROOT / "scripts" / "rl_held_out.py")
+    assert rl.parse_arm("default") == ("default", {})
+    assert rl.parse_arm("steps160:reasoning_rl.max_steps=160,student_rl.max_steps=160") == (
+        "steps160", {"reasoning_rl.max_steps": 160, "student_rl.max_steps": 160})
+    lr = rl.parse_arm("lr:reasoning_rl.learning_rate=1e-4")[1]  # written into the copy's params.yaml, validated there
+    params = validate(apply_overrides(read_yaml(ROOT / "params.yaml"), lr), source="arm")
+    assert params.reasoning_rl.learning_rate == 1e-4
+    with pytest.raises(SystemExit, match="expected <dotted.key>=<value>"):
+        rl.parse_arm("bad:reasoning_rl.max_steps")
+    d = rl.compare([0.0, 0.5, 1.0, 0.25], [0.5, 0.5, 1.0, 0.75])
+    assert d["delta"] == 0.25 and d["ci95"][0] <= 0.25 <= d["ci95"][1] and d["two_se"] > 0
