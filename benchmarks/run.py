@@ -14,13 +14,13 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import scratch_flow
 from tests.workspace import make_workspace
 
 RESULTS = Path(__file__).with_name("results.json")
@@ -54,9 +54,7 @@ def bench_pipeline(ws: Path, env: dict) -> dict:
 def bench_grpo_overhead(ws: Path, env: dict) -> dict:
     """Same steps, model, data and config: our stage vs a bare TRL script, in a scratch copy (ws is untouched)."""
     with tempfile.TemporaryDirectory(prefix="r1-bench-grpo-") as tmp:
-        scratch = make_workspace(Path(tmp) / "repo", GRPO_OVERRIDES)
-        shutil.copytree(ws / "models" / "cold_start_sft", scratch / "models" / "cold_start_sft")
-        shutil.copytree(ws / "data" / "toy", scratch / "data" / "toy")
+        scratch = scratch_flow.rl_workspace(Path(tmp) / "repo", GRPO_OVERRIDES, ws)
         ours = timed([sys.executable, "-m", "tasks.grpo", "reasoning_rl"], scratch, env)
         bare = timed([sys.executable, "-m", "benchmarks.bare_grpo", "models/cold_start_sft", "data/toy/train.jsonl",
                       str(GRPO_STEPS)], scratch, env)

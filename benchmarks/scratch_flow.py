@@ -66,6 +66,17 @@ def prepare(base: Path, params: dict) -> tuple[Path, dict[str, str]]:
     return workspace, env
 
 
+def rl_workspace(dest: Path, overrides: dict, source: Path) -> Path:
+    """A scratch copy of the repository at `dest` with `overrides`, holding `source`'s cold start and toy data: what
+    `python -m tasks.grpo reasoning_rl` reads there."""
+    from tests.workspace import make_workspace
+
+    make_workspace(dest, overrides)
+    for path in ("models/cold_start_sft", "data/toy"):
+        shutil.copytree(source / path, dest / path)
+    return dest
+
+
 def run_flow(workspace: Path, env: dict[str, str], stages: list[str] | None = None) -> tuple[int, float]:
     """`python -m flows.pipeline` (only `stages`, when given) in the workspace: its exit code and wall seconds."""
     cmd = [sys.executable, "-m", "flows.pipeline", *(["--stages", *stages] if stages else [])]

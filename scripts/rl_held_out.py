@@ -29,9 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.blocks import rewards, stats  # noqa: E402  (after the repository root is on the path)
+from benchmarks import scratch_flow  # noqa: E402  (after the repository root is on the path)
+from tasks.blocks import rewards, stats  # noqa: E402
 from tasks.blocks.data import read_jsonl  # noqa: E402
-from tasks.blocks.params import load_params  # noqa: E402
+from tasks.blocks.params import Params, load_params  # noqa: E402
 
 
 def parse_arm(text: str) -> tuple[str, dict]:
@@ -48,16 +49,12 @@ def parse_arm(text: str) -> tuple[str, dict]:
 
 def train(name: str, overrides: dict, out: Path) -> Path:
     """reasoning_rl from this checkout's cold start under `overrides`, in out/name (reused when already trained)."""
-    from tests.workspace import make_workspace
-
     ws = out / name
     if (ws / "models" / "reasoning_rl" / "config.json").exists():
         return ws / "models" / "reasoning_rl"
     shutil.rmtree(ws, ignore_errors=True)
     ws.mkdir(parents=True)
-    make_workspace(ws, overrides)
-    shutil.copytree(ROOT / "models" / "cold_start_sft", ws / "models" / "cold_start_sft")
-    shutil.copytree(ROOT / "data" / "toy", ws / "data" / "toy")
+    scratch_flow.rl_workspace(ws, overrides, ROOT)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{ws}/mlflow.db"}
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "tasks.grpo", "reasoning_rl"], cwd=ws, env=env, check=True)
@@ -65,11 +62,10 @@ def train(name: str, overrides: dict, out: Path) -> Path:
     return ws / "models" / "reasoning_rl"
 
 
-def held_out_scores(model: Path, rows: list[dict], samples: int, seed: int) -> list[float]:
+def held_out_scores(model: Path, rows: list[dict], samples: int, seed: int, params: Params) -> list[float]:
     """Per problem, the share of `samples` completions judged correct."""
     from tasks.blocks.generation import Generator, Sampling
 
-    params = load_params(ROOT / "params.yaml")
     e = params.evaluate
     out = Generator(model, params.generation, params.runtime)(
         [row["prompt"] for row in rows],
@@ -99,7 +95,8 @@ def main() -> None:
             + read_jsonl(ROOT / "data/toy/sampling_pool.jsonl", required=("id", "prompt", "answer"))[:args.pool])
     models = {"cold_start_sft": ROOT / "models" / "cold_start_sft",
               **{name: train(name, overrides, args.out) for name, overrides in arms.items()}}
-    scores = {name: held_out_scores(path, rows, args.samples, args.seed) for name, path in models.items()}
+    params = load_params(ROOT / "params.yaml")
+    scores = {name: held_out_scores(path, rows, args.samples, args.seed, params) for name, path in models.items()}
     names = list(models)
     pairs = [(names[0], n) for n in names[1:]] + list(zip(names[1:], names[2:]))
     results = {"prompts": len(rows), "samples": args.samples, "arms": arms,
